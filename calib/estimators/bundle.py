@@ -1,0 +1,296 @@
+"""The shared, typed inputs of every estimator: each statistic is computed once, on first use, and cached.
+
+The runner builds one `Bundle` per run from the greedy `Generations` (num_samples = 1), the sampled `Generations`
+(K samples of the same N prompts), the task examples (objects with `.question`), optional revise passes, a semantic
+backend, and callables into the model. Model calls go through injected functions, so estimators run on any model and
+tests run on fakes:
+
+- ``score_fn(prompts, continuations) -> list[np.ndarray]``: teacher-forced per-token log-probs of each continuation;
+- ``generate_fn(prompts, max_new_tokens) -> list[str]``: one greedy answer per prompt (stops at a newline);
+- ``decode_fn(token_ids) -> str``: the tokenizer's decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from calib.decode.types import Generations
+from calib.errors import CalibError
+from calib.estimators.base import Need
+from calib.semantic.base import Comparison, ScoreFn, SemanticBackend
+from calib.semantic.clustering import Method, cluster_batch, representatives
+from calib.semantic.exact import ExactMatch
+
+GenerateFn = Callable[[list[str], int], list[str]]
+DecodeFn = Callable[[Sequence[int]], str]
+
+
+class Bundle:
+    """Typed, lazily computed statistics over N questions shared by all estimators of a run."""
+
+    def __init__(
+        self,
+        greedy: Generations,
+        samples: Generations | None = None,
+        examples: Sequence[Any] | None = None,
+        *,
+        passes: Sequence[Generations] = (),
+        semantic: SemanticBackend | None = None,
+        clustering: Method = "greedy",
+        score_fn: ScoreFn | None = None,
+        generate_fn: GenerateFn | None = None,
+        decode_fn: DecodeFn | None = None,
+        wrap_prompt: Callable[[str], str] | None = None,
+    ):
+        if greedy.num_prompts and greedy.num_samples != 1:
+            raise CalibError(
+                f"bundle: the greedy generations must have one answer per prompt, not {greedy.num_samples}"
+            )
+        n = greedy.num_prompts
+        if samples is not None and samples.num_prompts != n:
+            raise CalibError(
+                f"bundle: {samples.num_prompts} sampled prompts but {n} greedy prompts; they must match"
+            )
+        if examples is not None and len(examples) != n:
+            raise CalibError(
+                f"bundle: {len(examples)} examples but {n} greedy prompts; pass one example per prompt"
+            )
+        for r, gens in enumerate(passes):
+            if gens.num_prompts != n:
+                raise CalibError(f"bundle: revise pass {r} has {gens.num_prompts} prompts, expected {n}")
+        if clustering not in ("greedy", "components"):
+            raise CalibError(f"bundle: clustering {clustering!r} is not 'greedy' or 'components'")
+        self.greedy = greedy
+        self.samples = samples
+        self.examples = None if examples is None else list(examples)
+        self.passes = tuple(passes)
+        self.semantic = semantic if semantic is not None else ExactMatch()
+        self.clustering = clustering
+        self.score_fn = score_fn
+        self.generate_fn = generate_fn
+        self.decode_fn = decode_fn
+        self.wrap_prompt = wrap_prompt or (lambda prompt: prompt)
+        self._score_cache: dict[tuple[str, str], np.ndarray] = {}
+        self._generate_cache: dict[tuple[str, int], str] = {}
+
+    @classmethod
+    def from_model(
+        cls,
+        lm: Any,
+        greedy: Generations,
+        samples: Generations | None = None,
+        examples: Sequence[Any] | None = None,
+        **options: Any,
+    ) -> Bundle:
+        """A bundle whose model calls go to `lm` through calib.decode.score / generate (imported when first used)."""
+
+        def score_fn(prompts: list[str], continuations: list[str]) -> list[np.ndarray]:
+            from calib.decode import score
+
+            return score(lm, prompts, continuations)
+
+        def generate_fn(prompts: list[str], max_new_tokens: int) -> list[str]:
+            from calib.decode import generate
+
+            gens = generate(
+                lm, prompts, num_samples=1, max_new_tokens=max_new_tokens, greedy=True, stop=("\n",)
+            )
+            return [row[0] for row in gens.texts]
+
+        options.setdefault("score_fn", score_fn)
+        options.setdefault("generate_fn", generate_fn)
+        options.setdefault("decode_fn", lambda ids: lm.tokenizer.decode(list(ids)))
+        return cls(greedy, samples, examples, **options)
+
+    # ---- what this bundle can provide -------------------------------------------------------------------------
+    @property
+    def num_questions(self) -> int:
+        return self.greedy.num_prompts
+
+    @property
+    def num_samples(self) -> int:
+        return 0 if self.samples is None else self.samples.num_samples
+
+    def available(self) -> frozenset[Need]:
+        """Needs this bundle can satisfy, decided from its inputs without computing anything."""
+        needs = {Need.GREEDY}
+        if len(self.greedy.token_logprobs) == self.num_questions:
+            needs.add(Need.GREEDY_TOKENS)
+        if self.num_samples >= 2:
+            needs |= {Need.SAMPLES, Need.SEMANTIC}
+            if len(self.samples.token_logprobs) == self.num_questions:
+                needs.add(Need.SAMPLE_TOKENS)
+        if len(self.greedy.hidden) == self.num_questions and self.num_questions:
+            needs.add(Need.HIDDEN)
+        if self.examples is not None:
+            needs.add(Need.QUESTIONS)
+        for need, fn in (
+            (Need.SCORE, self.score_fn),
+            (Need.GENERATE, self.generate_fn),
+            (Need.DECODE, self.decode_fn),
+        ):
+            if fn is not None:
+                needs.add(need)
+        if len(self.passes) >= 2:
+            needs.add(Need.PASSES)
+        return frozenset(needs)
+
+    def require(self, need: Need) -> None:
+        if need not in self.available():
+            raise CalibError(f"bundle lacks {need.label} ({need.description}): {need.fix}")
+
+    # ---- texts and token statistics ---------------------------------------------------------------------------
+    @cached_property
+    def questions(self) -> list[str]:
+        self.require(Need.QUESTIONS)
+        return [str(ex.question) for ex in self.examples]
+
+    @property
+    def contexts(self) -> list[str]:
+        """What answers are about: the question texts when examples were given, else the prompts."""
+        return self.questions if self.examples is not None else list(self.greedy.prompts)
+
+    @cached_property
+    def greedy_texts(self) -> list[str]:
+        return [row[0] for row in self.greedy.texts]
+
+    @cached_property
+    def greedy_logprobs(self) -> list[np.ndarray]:
+        self.require(Need.GREEDY_TOKENS)
+        return [np.asarray(row[0], dtype=np.float64) for row in self.greedy.token_logprobs]
+
+    @cached_property
+    def greedy_entropies(self) -> list[np.ndarray]:
+        self.require(Need.GREEDY_TOKENS)
+        return [np.asarray(row[0], dtype=np.float64) for row in self.greedy.token_entropies]
+
+    @cached_property
+    def sample_texts(self) -> list[list[str]]:
+        self.require(Need.SAMPLES)
+        return [list(row) for row in self.samples.texts]
+
+    @cached_property
+    def sample_logprobs(self) -> list[list[np.ndarray]]:
+        self.require(Need.SAMPLE_TOKENS)
+        return [[np.asarray(lp, dtype=np.float64) for lp in row] for row in self.samples.token_logprobs]
+
+    # ---- semantic statistics (greedy answer at index 0, samples at 1..K) --------------------------------------
+    @cached_property
+    def comparisons(self) -> list[Comparison]:
+        """Backend judgement over [greedy answer, sample 1, ..., sample K] per question, computed in one batch."""
+        self.require(Need.SEMANTIC)
+        groups = [[g, *s] for g, s in zip(self.greedy_texts, self.sample_texts)]
+        return self.semantic.compare(self.contexts, groups)
+
+    @cached_property
+    def answer_similarity(self) -> np.ndarray:
+        """[N, K+1, K+1] directional similarity, greedy answer first."""
+        return np.stack([c.similarity for c in self.comparisons]).astype(np.float64)
+
+    @cached_property
+    def answer_equivalent(self) -> np.ndarray:
+        """[N, K+1, K+1] boolean equivalence, greedy answer first."""
+        return np.stack([c.equivalent for c in self.comparisons])
+
+    @property
+    def sample_similarity(self) -> np.ndarray:
+        """[N, K, K] directional similarity a(s_i, s_j) among the samples."""
+        return self.answer_similarity[:, 1:, 1:]
+
+    @property
+    def sample_equivalent(self) -> np.ndarray:
+        return self.answer_equivalent[:, 1:, 1:]
+
+    @property
+    def greedy_equivalent(self) -> np.ndarray:
+        """[N, K]: is sample k equivalent to the greedy answer."""
+        return self.answer_equivalent[:, 0, 1:]
+
+    @cached_property
+    def clusters(self) -> np.ndarray:
+        """[N, K] semantic cluster id of each sample (0, 1, ... in order of first appearance)."""
+        return cluster_batch(self.sample_equivalent, method=self.clustering)
+
+    @cached_property
+    def num_clusters(self) -> np.ndarray:
+        return self.clusters.max(axis=1) + 1
+
+    @cached_property
+    def greedy_cluster(self) -> np.ndarray:
+        """[N] the sample cluster the greedy answer belongs to, -1 if it matches none.
+
+        Greedy clustering: the first cluster whose representative it is equivalent to (as if it were one more
+        sample that may not open a cluster). Components: the cluster of any sample it is equivalent to.
+        """
+        out = np.full(self.num_questions, -1, dtype=np.int64)
+        for i, labels in enumerate(self.clusters):
+            members = representatives(labels) if self.clustering == "greedy" else np.arange(len(labels))
+            hits = members[self.greedy_equivalent[i, members]]
+            if hits.size:
+                out[i] = labels[hits[0]]
+        return out
+
+    # ---- token relevance (SAR) ------------------------------------------------------------------------------
+    @cached_property
+    def greedy_token_relevance(self) -> list[np.ndarray]:
+        """[i] relevance of each greedy-answer token, 1 - sim(context + answer, context + answer without it)."""
+        self.require(Need.DECODE)
+        return self._token_relevance([[row[0]] for row in self.greedy.token_ids])[:, 0].tolist()
+
+    @cached_property
+    def sample_token_relevance(self) -> list[list[np.ndarray]]:
+        """[i][k] relevance of each token of each sample."""
+        self.require(Need.SAMPLES)
+        self.require(Need.DECODE)
+        return self._token_relevance(self.samples.token_ids).tolist()
+
+    def _token_relevance(self, token_ids: list[list[np.ndarray]]) -> np.ndarray:
+        """Object array [N, K] of relevance vectors; each distinct (context, ids) is scored once in one batch."""
+        plans: dict[tuple[str, tuple[int, ...]], tuple[int, int]] = {}
+        first, second = [], []
+        for context, row in zip(self.contexts, token_ids):
+            for ids in row:
+                key = (context, tuple(int(t) for t in ids))
+                if key in plans:
+                    continue
+                plans[key] = (len(first), len(key[1]))
+                full = f"{context} {self.decode_fn(key[1])}"
+                for t in range(len(key[1])):
+                    first.append(full)
+                    second.append(f"{context} {self.decode_fn(key[1][:t] + key[1][t + 1 :])}")
+        similarity = self.semantic.pair_similarity(first, second) if first else np.zeros(0)
+        out = np.empty((len(token_ids), len(token_ids[0]) if token_ids else 0), dtype=object)
+        for i, (context, row) in enumerate(zip(self.contexts, token_ids)):
+            for k, ids in enumerate(row):
+                start, length = plans[(context, tuple(int(t) for t in ids))]
+                out[i, k] = 1.0 - np.asarray(similarity[start : start + length], dtype=np.float64)
+        return out
+
+    # ---- cached model calls -----------------------------------------------------------------------------------
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[np.ndarray]:
+        """Per-token log-probs of each continuation; every (prompt, continuation) pair is scored at most once."""
+        self.require(Need.SCORE)
+        keys = list(zip(prompts, continuations))
+        missing = list(dict.fromkeys(k for k in keys if k not in self._score_cache))
+        if missing:
+            scores = self.score_fn([p for p, _ in missing], [c for _, c in missing])
+            if len(scores) != len(missing):
+                raise CalibError(f"score_fn returned {len(scores)} results for {len(missing)} continuations")
+            self._score_cache.update(zip(missing, (np.asarray(s, dtype=np.float64) for s in scores)))
+        return [self._score_cache[k] for k in keys]
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        """One greedy continuation per prompt; every prompt is generated at most once."""
+        self.require(Need.GENERATE)
+        keys = [(p, max_new_tokens) for p in prompts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._generate_cache))
+        if missing:
+            texts = self.generate_fn([p for p, _ in missing], max_new_tokens)
+            if len(texts) != len(missing):
+                raise CalibError(f"generate_fn returned {len(texts)} texts for {len(missing)} prompts")
+            self._generate_cache.update(zip(missing, texts))
+        return [self._generate_cache[k] for k in keys]

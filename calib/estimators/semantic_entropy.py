@@ -1,0 +1,84 @@
+"""Semantic entropy (Kuhn et al. 2023; Farquhar et al. 2024): entropy over meaning clusters of the K samples.
+
+- discrete: SE_D = -Σ_c (n_c/K) log(n_c/K);
+- weighted: p̄(s) = exp(mean_t ℓ_t) (length-normalised likelihood), p̂(c) = Σ_{s ∈ c} p̄(s) / Σ_s p̄(s), where each
+  distinct sample string counts once (repeats would otherwise inflate a cluster's mass, a bug of older code).
+Confidence exp(-SE): 1 for one cluster, 1/C for C equally likely clusters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from calib.estimators.base import EstimatorResult, Need, confidence_from_entropy
+from calib.estimators.bundle import Bundle
+from calib.estimators.registry import register_estimator
+
+
+def entropy(p: np.ndarray) -> float:
+    """Shannon entropy in nats of a probability vector (zeros contribute nothing)."""
+    p = np.asarray(p, dtype=np.float64)
+    p = p[p > 0]
+    return float(-np.sum(p * np.log(p)))
+
+
+def discrete_masses(labels: np.ndarray) -> np.ndarray:
+    """n_c / K for each cluster id 0..C-1."""
+    labels = np.asarray(labels)
+    return np.bincount(labels[labels >= 0]).astype(np.float64) / np.sum(labels >= 0)
+
+
+def weighted_masses(labels: np.ndarray, texts: Sequence[str], logprobs: Sequence[np.ndarray]) -> np.ndarray:
+    """p̂(c) from length-normalised likelihoods, each distinct string once; answers without tokens are skipped.
+
+    Returns NaNs when no sample has a token (nothing to weigh).
+    """
+    labels = np.asarray(labels)
+    seen: set[str] = set()
+    members, log_weights = [], []
+    for label, text, lp in zip(labels, texts, logprobs):
+        if text in seen or len(lp) == 0 or label < 0:
+            continue
+        seen.add(text)
+        members.append(int(label))
+        log_weights.append(float(np.mean(lp)))
+    count = int(labels.max()) + 1 if labels.size else 0
+    if not log_weights:
+        return np.full(count, np.nan)
+    w = np.exp(np.array(log_weights) - max(log_weights))  # stable: the common factor cancels in the ratio
+    mass = np.bincount(np.array(members), weights=w, minlength=count)
+    return mass / mass.sum()
+
+
+@register_estimator
+class SemanticEntropy:
+    """Weighted semantic entropy by default; `weighted=False` gives the discrete (count-based) one."""
+
+    name = "semantic_entropy"
+
+    def __init__(self, weighted: bool = True):
+        self.weighted = weighted
+        self.name = "semantic_entropy" if weighted else "semantic_entropy_discrete"
+        needs = {Need.SAMPLES, Need.SEMANTIC}
+        self.needs = frozenset(needs | {Need.SAMPLE_TOKENS} if weighted else needs)
+
+    def __call__(self, bundle: Bundle) -> EstimatorResult:
+        values = []
+        for i, labels in enumerate(bundle.clusters):
+            if self.weighted:
+                mass = weighted_masses(labels, bundle.sample_texts[i], bundle.sample_logprobs[i])
+            else:
+                mass = discrete_masses(labels)
+            values.append(np.nan if np.isnan(mass).any() else entropy(mass))
+        se = np.array(values, dtype=np.float64)
+        return EstimatorResult(confidence=confidence_from_entropy(se), raw=se, higher_raw_means="uncertain")
+
+
+@register_estimator
+class DiscreteSemanticEntropy(SemanticEntropy):
+    name = "semantic_entropy_discrete"
+
+    def __init__(self) -> None:
+        super().__init__(weighted=False)

