@@ -1,0 +1,86 @@
+"""Where calib keeps converted weights, compiled programs and digests; atomic writes everywhere."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """$CALIB_CACHE_DIR, else the platform's user cache dir (e.g. ~/.cache/calib)."""
+    from platformdirs import user_cache_dir
+
+    root = Path(os.environ.get("CALIB_CACHE_DIR") or user_cache_dir("calib"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a whole file or nothing: temp name in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder under a temp name and rename it into place only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if final.exists():  # another process won the race; keep theirs
+            shutil.rmtree(tmp)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so large weights are hashed once."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    index_path = cache_root() / "digests.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        index = {}
+    if key in index:
+        return index[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    index[key] = digest.hexdigest()
+    atomic_write_text(index_path, json.dumps(index, indent=0))
+    return index[key]
+
+
+def enable_compilation_cache() -> None:
+    """Persistent JAX compilation cache so a second process does not recompile the sampler."""
+    import jax
+
+    if os.environ.get("CALIB_NO_COMPILATION_CACHE"):
+        return
+    path = cache_root() / "jax"
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -1,0 +1,47 @@
+"""What decoding returns: ragged per-prompt, per-sample answers with their token statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Generations:
+    """Answers for N prompts x K samples. Every per-token array of sample (i, k) has length `lengths[i][k]`.
+
+    Log-probs are natural-log; `token_logprobs` are under the untempered model distribution (what estimators use),
+    `sample_logprobs` under the distribution actually sampled from (temperature / top-k / top-p applied).
+    """
+
+    prompts: list[str]
+    texts: list[list[str]]  # [i][k] decoded answer text (stop string removed)
+    token_ids: list[list[np.ndarray]]  # [i][k] int32 [T]
+    token_logprobs: list[list[np.ndarray]]  # [i][k] float32 [T]
+    sample_logprobs: list[list[np.ndarray]]  # [i][k] float32 [T]
+    token_entropies: list[
+        list[np.ndarray]
+    ]  # [i][k] float32 [T], entropy (nats) of the full untempered distribution
+    top_ids: list[list[np.ndarray]]  # [i][k] int32 [T, top_k]
+    top_logprobs: list[list[np.ndarray]]  # [i][k] float32 [T, top_k]
+    stop_reasons: list[list[str]]  # [i][k] "stop" (a stop string), "eos", or "length"
+    hidden: list[np.ndarray] = field(
+        default_factory=list
+    )  # [i] float32 [K, D]: final hidden state after each answer
+    meta: dict = field(default_factory=dict)  # decoding settings, timings, token counts
+
+    @property
+    def num_prompts(self) -> int:
+        return len(self.texts)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.texts[0]) if self.texts else 0
+
+    @property
+    def lengths(self) -> list[list[int]]:
+        return [[len(t) for t in row] for row in self.token_ids]
+
+    def num_generated_tokens(self) -> int:
+        return int(sum(sum(row) for row in self.lengths))

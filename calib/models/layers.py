@@ -1,0 +1,149 @@
+"""Decoder layers shared by every architecture (Flax NNX). Einsum names: B batch, T query time, S key slot,
+D model dim, N query heads, K kv heads, G query heads per kv head, H head dim, F feed-forward dim, V vocab."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from calib.models.config import ModelConfig
+
+KVCache = tuple[jax.Array, jax.Array]  # keys, values: [B, S, K, H]; slot s holds the token at position s
+
+
+def _param(rngs: nnx.Rngs, shape: tuple[int, ...], dtype, scale: float | None = None) -> nnx.Param:
+    fan_in = shape[0]
+    std = scale if scale is not None else fan_in**-0.5
+    return nnx.Param((jax.random.normal(rngs.params(), shape, jnp.float32) * std).astype(dtype))
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm in float32; Gemma scales by (1 + w), Llama by w."""
+
+    def __init__(self, dim: int, eps: float, plus_one: bool, dtype, rngs: nnx.Rngs):
+        init = jnp.zeros if plus_one else jnp.ones
+        self.scale = nnx.Param(init((dim,), dtype))
+        self.eps, self.plus_one = eps, plus_one
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        w = self.scale[...].astype(jnp.float32)
+        return (y * (1.0 + w if self.plus_one else w)).astype(x.dtype)
+
+
+def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
+    """Rotary embedding, half-split ("rotate_half") convention as in transformers. x: [B, T, N, H]."""
+    half = x.shape[-1] // 2
+    inv_freq = 1.0 / (base ** (jnp.arange(0, half, dtype=jnp.float32) / half))
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, H/2]
+    cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def write_cache(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
+    """Write new [B, T, K, H] into cache [B, S, K, H] at a per-row slot offset start [B]."""
+    update = lambda c, n, s: jax.lax.dynamic_update_slice(c, n, (s, 0, 0))  # noqa: E731
+    return jax.vmap(update)(cache, new.astype(cache.dtype), start)
+
+
+def attention_mask(q_pos: jax.Array, k_pos: jax.Array, window: int | None) -> jax.Array:
+    """Causal (and optionally sliding-window) mask [B, T, S]: query q sees key k iff 0 <= q - k (< window)."""
+    delta = q_pos[:, :, None] - k_pos[:, None, :]
+    mask = delta >= 0
+    if window is not None:
+        mask &= delta < window
+    return mask
+
+
+class Attention(nnx.Module):
+    """Grouped-query attention with RoPE, optional q/k/v biases and QK-norm, over a KV cache or the input itself."""
+
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
+        d, n, k, h = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q = _param(rngs, (d, n, h), dtype)
+        self.k = _param(rngs, (d, k, h), dtype)
+        self.v = _param(rngs, (d, k, h), dtype)
+        self.o = _param(rngs, (n, h, d), dtype, scale=(n * h) ** -0.5)
+        if cfg.qkv_bias:
+            self.q_bias = nnx.Param(jnp.zeros((n, h), dtype))
+            self.k_bias = nnx.Param(jnp.zeros((k, h), dtype))
+            self.v_bias = nnx.Param(jnp.zeros((k, h), dtype))
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(h, cfg.norm_eps, cfg.norm_plus_one, dtype, rngs)
+            self.k_norm = RMSNorm(h, cfg.norm_eps, cfg.norm_plus_one, dtype, rngs)
+        self.cfg = cfg
+        self.scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim**-0.5
+
+    def __call__(
+        self, x: jax.Array, positions: jax.Array, rope_base: float, window: int | None, cache: KVCache | None
+    ) -> tuple[jax.Array, KVCache | None]:
+        cfg = self.cfg
+        q = jnp.einsum("BTD,DNH->BTNH", x, self.q[...])
+        k = jnp.einsum("BTD,DKH->BTKH", x, self.k[...])
+        v = jnp.einsum("BTD,DKH->BTKH", x, self.v[...])
+        if cfg.qkv_bias:
+            q, k, v = q + self.q_bias[...], k + self.k_bias[...], v + self.v_bias[...]
+        if cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = rope(q, positions, rope_base), rope(k, positions, rope_base)
+
+        if cache is None:
+            keys, values, k_pos = k, v, positions
+        else:
+            keys = write_cache(cache[0], k, positions[:, 0])
+            values = write_cache(cache[1], v, positions[:, 0])
+            cache = (keys, values)
+            k_pos = jnp.broadcast_to(jnp.arange(keys.shape[1]), (x.shape[0], keys.shape[1]))
+
+        b, t, n, h = q.shape
+        groups = n // cfg.num_kv_heads
+        q = (q * self.scale).reshape(b, t, cfg.num_kv_heads, groups, h)
+        logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, keys.astype(q.dtype)).astype(jnp.float32)
+        mask = attention_mask(positions, k_pos, window)[:, None, None]
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
+        out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, values).reshape(b, t, n, h)
+        return jnp.einsum("BTNH,NHD->BTD", out.astype(x.dtype), self.o[...]), cache
+
+
+class GatedMLP(nnx.Module):
+    """down(act(gate(x)) * up(x)): SwiGLU for Llama, GeGLU-tanh for Gemma."""
+
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
+        self.gate = _param(rngs, (cfg.embed_dim, cfg.ffw_dim), dtype)
+        self.up = _param(rngs, (cfg.embed_dim, cfg.ffw_dim), dtype)
+        self.down = _param(rngs, (cfg.ffw_dim, cfg.embed_dim), dtype)
+        self.activation = cfg.activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        gate = jnp.einsum("BTD,DF->BTF", x, self.gate[...])
+        act = jax.nn.silu(gate) if self.activation == "silu" else jax.nn.gelu(gate, approximate=True)
+        return jnp.einsum("BTF,FD->BTD", act * jnp.einsum("BTD,DF->BTF", x, self.up[...]), self.down[...])
+
+
+class Block(nnx.Module):
+    """Pre-norm residual block; Gemma 3 adds post-attention and post-MLP norms ("sandwich")."""
+
+    def __init__(self, cfg: ModelConfig, layer: int, dtype, rngs: nnx.Rngs):
+        norm = lambda: RMSNorm(cfg.embed_dim, cfg.norm_eps, cfg.norm_plus_one, dtype, rngs)  # noqa: E731
+        self.pre_attn_norm, self.pre_ffw_norm = norm(), norm()
+        if cfg.sandwich_norms:
+            self.post_attn_norm, self.post_ffw_norm = norm(), norm()
+        self.attn = Attention(cfg, dtype, rngs)
+        self.mlp = GatedMLP(cfg, dtype, rngs)
+        self.sandwich = cfg.sandwich_norms
+        sliding = cfg.is_sliding(layer)
+        self.window = cfg.sliding_window if sliding else None
+        self.rope_base = cfg.rope_base_local if sliding else cfg.rope_base
+
+    def __call__(
+        self, x: jax.Array, positions: jax.Array, cache: KVCache | None
+    ) -> tuple[jax.Array, KVCache | None]:
+        h, cache = self.attn(self.pre_attn_norm(x), positions, self.rope_base, self.window, cache)
+        x = x + (self.post_attn_norm(h) if self.sandwich else h)
+        h = self.mlp(self.pre_ffw_norm(x))
+        return x + (self.post_ffw_norm(h) if self.sandwich else h), cache

@@ -1,0 +1,86 @@
+"""LanguageModel: a JAX Transformer with its tokenizer, config and how it wants to be prompted."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from calib.errors import CalibError
+from calib.models.config import ModelConfig
+from calib.models.transformer import Transformer
+
+
+@dataclass(eq=False)
+class LanguageModel:
+    """What every stage needs of a model. `digest` identifies the weights (artifact keys depend on it)."""
+
+    name: str
+    config: ModelConfig
+    model: Transformer
+    tokenizer: object  # a transformers PreTrainedTokenizerBase
+    digest: str
+    prompt_style: Literal["chat", "completion"] = "completion"
+    cache_dir: str | None = None
+    mesh: jax.sharding.Mesh | None = None
+    _split: tuple = field(default=None, init=False, repr=False)
+
+    @property
+    def graphdef_and_state(self) -> tuple:
+        """(graphdef, state) of the module, split once: the jitted functions take the state as an argument."""
+        if self._split is None:
+            self._split = nnx.split(self.model)
+        return self._split
+
+    @property
+    def dtype(self):
+        return self.model.embedding[...].dtype
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        ids = set(self.config.eos_ids)
+        if getattr(self.tokenizer, "eos_token_id", None) is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        return tuple(sorted(ids))
+
+    def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
+        """Token ids of a prompt. Completion-style models get their BOS token when the tokenizer adds one."""
+        if add_special_tokens is None:
+            add_special_tokens = self.prompt_style == "completion"
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(map(int, ids)), skip_special_tokens=True)
+
+    def logits(self, ids) -> np.ndarray:
+        """Teacher-forced logits: int [B, T] (no padding) -> float32 numpy [B, T, V]."""
+        ids = np.asarray(ids)
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise CalibError(f"lm.logits expects int token ids of shape [batch, time], got shape {ids.shape}")
+        if ids.shape[1] > self.config.max_context:
+            raise CalibError(
+                f"{ids.shape[1]} tokens exceed {self.name}'s context of {self.config.max_context}"
+            )
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise CalibError(f"token ids must lie in [0, {self.config.vocab_size}) for {self.name}")
+        graphdef, state = self.graphdef_and_state
+        return np.asarray(_forward(graphdef, state, jnp.asarray(ids, jnp.int32)))
+
+    def format_prompt(self, user_text: str, system: str | None = None) -> str:
+        """Wrap a question in the chat template (instruct models) or return it unchanged (base models)."""
+        if self.prompt_style != "chat":
+            return user_text
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user_text}
+        ]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, state, ids: jax.Array) -> jax.Array:
+    return nnx.merge(graphdef, state)(ids)

@@ -1,0 +1,112 @@
+"""Checkpoint (transformers-named) tensors -> the JAX module tree: one regex table, shapes checked."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from calib.errors import CalibError
+from calib.models.config import ModelConfig
+from calib.models.transformer import Transformer
+
+Transform = Callable[[np.ndarray, ModelConfig], np.ndarray]
+
+_T = lambda w, c: w.T  # noqa: E731  [out, in] -> [in, out]
+_ID = lambda w, c: w  # noqa: E731
+_Q = lambda w, c: w.T.reshape(c.embed_dim, c.num_heads, c.head_dim)  # noqa: E731
+_KV = lambda w, c: w.T.reshape(c.embed_dim, c.num_kv_heads, c.head_dim)  # noqa: E731
+_O = lambda w, c: w.T.reshape(c.num_heads, c.head_dim, c.embed_dim)  # noqa: E731
+_QB = lambda w, c: w.reshape(c.num_heads, c.head_dim)  # noqa: E731
+_KVB = lambda w, c: w.reshape(c.num_kv_heads, c.head_dim)  # noqa: E731
+
+_SHARED = [
+    (r"model\.embed_tokens\.weight", "embedding", _ID),
+    (r"lm_head\.weight", "head", _T),
+    (r"model\.norm\.weight", "final_norm.scale", _ID),
+    (r"model\.layers\.(\d+)\.self_attn\.q_proj\.weight", r"blocks.\1.attn.q", _Q),
+    (r"model\.layers\.(\d+)\.self_attn\.k_proj\.weight", r"blocks.\1.attn.k", _KV),
+    (r"model\.layers\.(\d+)\.self_attn\.v_proj\.weight", r"blocks.\1.attn.v", _KV),
+    (r"model\.layers\.(\d+)\.self_attn\.o_proj\.weight", r"blocks.\1.attn.o", _O),
+    (r"model\.layers\.(\d+)\.self_attn\.q_proj\.bias", r"blocks.\1.attn.q_bias", _QB),
+    (r"model\.layers\.(\d+)\.self_attn\.k_proj\.bias", r"blocks.\1.attn.k_bias", _KVB),
+    (r"model\.layers\.(\d+)\.self_attn\.v_proj\.bias", r"blocks.\1.attn.v_bias", _KVB),
+    (r"model\.layers\.(\d+)\.self_attn\.q_norm\.weight", r"blocks.\1.attn.q_norm.scale", _ID),
+    (r"model\.layers\.(\d+)\.self_attn\.k_norm\.weight", r"blocks.\1.attn.k_norm.scale", _ID),
+    (r"model\.layers\.(\d+)\.mlp\.gate_proj\.weight", r"blocks.\1.mlp.gate", _T),
+    (r"model\.layers\.(\d+)\.mlp\.up_proj\.weight", r"blocks.\1.mlp.up", _T),
+    (r"model\.layers\.(\d+)\.mlp\.down_proj\.weight", r"blocks.\1.mlp.down", _T),
+    (r"model\.layers\.(\d+)\.input_layernorm\.weight", r"blocks.\1.pre_attn_norm.scale", _ID),
+]
+PARAM_TABLE: dict[str, list[tuple[str, str, Transform]]] = {
+    "llama": [
+        *_SHARED,
+        (r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", r"blocks.\1.pre_ffw_norm.scale", _ID),
+    ],
+    "gemma3": [
+        *_SHARED,
+        (r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", r"blocks.\1.post_attn_norm.scale", _ID),
+        (r"model\.layers\.(\d+)\.pre_feedforward_layernorm\.weight", r"blocks.\1.pre_ffw_norm.scale", _ID),
+        (r"model\.layers\.(\d+)\.post_feedforward_layernorm\.weight", r"blocks.\1.post_ffw_norm.scale", _ID),
+    ],
+}
+
+
+def _variable(model: nnx.Module, path: str) -> nnx.Variable:
+    node = model
+    for part in path.split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part, None)
+        if node is None:
+            raise KeyError(path)
+    return node
+
+
+def build_model(
+    cfg: ModelConfig,
+    tensors: dict[str, np.ndarray],
+    source: str,
+    dtype=jnp.float32,
+    sharding: jax.sharding.Sharding | None = None,
+) -> Transformer:
+    """Place checkpoint tensors into a fresh (abstract, never randomly initialised) Transformer."""
+    model = nnx.eval_shape(lambda: Transformer(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
+    table = PARAM_TABLE[cfg.arch]
+    filled = set()
+    for name, value in tensors.items():
+        for pattern, target, transform in table:  # noqa: B007 (used after break)
+            if re.fullmatch(pattern, name):
+                path = re.sub(pattern, target, name)
+                break
+        else:
+            continue  # rotary tables, vision towers and other tensors the text decoder does not use
+        try:
+            var = _variable(model, path)
+        except (KeyError, IndexError, AttributeError):
+            raise CalibError(
+                f"tensor {name} in {source} does not fit the {cfg.arch} config (no parameter {path})"
+            ) from None
+        array = transform(value, cfg) if value.size == int(np.prod(var.value.shape)) else value
+        if tuple(array.shape) != tuple(var.value.shape):
+            raise CalibError(
+                f"tensor {name} in {source} has shape {tuple(value.shape)}, expected {tuple(var.value.shape)} "
+                "for this config (wrong or corrupt checkpoint)"
+            )
+        arr = jnp.asarray(array, dtype=dtype)
+        var.value = jax.device_put(arr, sharding) if sharding is not None else arr
+        filled.add(path)
+    missing = [p for p, _ in _abstract_paths(model) if p not in filled]
+    if missing:
+        raise CalibError(
+            f"{source} lacks {len(missing)} tensors the {cfg.arch} model needs, e.g. {missing[0]} (incomplete checkpoint)"
+        )
+    return model
+
+
+def _abstract_paths(model: nnx.Module):
+    for path, var in nnx.iter_graph(model):
+        if isinstance(var, nnx.Param) and isinstance(var.value, jax.ShapeDtypeStruct):
+            yield ".".join(str(p) for p in path), var

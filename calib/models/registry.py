@@ -1,0 +1,117 @@
+"""load_model(spec): built-in names, gguf:PATH, hf:PATH and tiny random configs, with a conversion cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from calib.cache import atomic_dir, cache_root, file_digest
+from calib.devices import data_mesh, replicated
+from calib.errors import CalibError
+from calib.models.builtin import BUILTIN_GGUF
+from calib.models.config import ModelConfig, tiny_gemma3, tiny_llama
+from calib.models.lm import LanguageModel
+from calib.models.params import build_model
+from calib.models.tokenizer import byte_tokenizer, load_tokenizer
+from calib.models.transformer import Transformer
+
+TINY = {"tiny-llama": tiny_llama, "tiny-gemma3": tiny_gemma3}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+CONVERSION_VERSION = 1  # bump when the cached layout or the GGUF fix-ups change
+
+
+def list_models() -> list[str]:
+    return [*BUILTIN_GGUF, *TINY]
+
+
+def load_model(
+    spec: str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = None, seed: int = 0
+) -> LanguageModel:
+    """A ready LanguageModel. spec: a built-in name, "gguf:PATH", "hf:PATH" or "tiny-llama"/"tiny-gemma3"."""
+    if dtype not in DTYPES:
+        raise CalibError(f"unknown dtype {dtype!r}: choose one of {sorted(DTYPES)}")
+    mesh = mesh if mesh is not None else data_mesh()
+    if spec in TINY:
+        return _tiny(spec, DTYPES[dtype], mesh, seed)
+    if spec in BUILTIN_GGUF:
+        return _from_gguf(BUILTIN_GGUF[spec](), spec, DTYPES[dtype], mesh)
+    if spec.startswith("gguf:"):
+        path = os.path.expanduser(spec[5:])
+        return _from_gguf(path, Path(path).stem, DTYPES[dtype], mesh)
+    if spec.startswith("hf:"):
+        return _from_hf(os.path.expanduser(spec[3:]), DTYPES[dtype], mesh)
+    raise CalibError(f"unknown model {spec!r}: use one of {list_models()}, gguf:PATH or hf:PATH")
+
+
+def _tiny(spec: str, dtype, mesh, seed: int) -> LanguageModel:
+    cfg = TINY[spec]()
+    model = Transformer(cfg, dtype=dtype, rngs=nnx.Rngs(seed))
+    _place(model, mesh)
+    digest = hashlib.sha256(f"{spec}|{seed}|{cfg}".encode()).hexdigest()
+    return LanguageModel(spec, cfg, model, byte_tokenizer(), digest, "chat", mesh=mesh)
+
+
+def _place(model: nnx.Module, mesh) -> None:
+    state = nnx.state(model)
+    nnx.update(model, jax.device_put(state, replicated(mesh)))
+
+
+def _prompt_style(tokenizer) -> str:
+    return "chat" if getattr(tokenizer, "chat_template", None) else "completion"
+
+
+def _from_hf(folder: str, dtype, mesh) -> LanguageModel:
+    from calib.models.hf_weights import hf_config, hf_state_dict
+
+    if not os.path.isdir(folder):
+        raise CalibError(f"HF model folder not found: {folder}")
+    cfg = hf_config(folder)
+    tokenizer = load_tokenizer(folder)
+    model = build_model(cfg, hf_state_dict(folder), folder, dtype, replicated(mesh))
+    digest = hashlib.sha256(
+        "|".join(file_digest(p) for p in sorted(Path(folder).glob("*.safetensors"))).encode()
+    ).hexdigest()
+    return LanguageModel(
+        Path(folder).name, cfg, model, tokenizer, digest, _prompt_style(tokenizer), folder, mesh
+    )
+
+
+def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:
+    """First load converts the GGUF into safetensors + tokenizer files under the cache; later loads read those."""
+    from safetensors.numpy import load_file
+
+    if not os.path.isfile(path):
+        raise CalibError(
+            f"GGUF file not found: {path} (check the path; built-in models install with `make setup`)"
+        )
+    digest = file_digest(path)
+    folder = cache_root() / "models" / f"{digest[:24]}-v{CONVERSION_VERSION}"
+    if not (folder / "calib_config.json").is_file():
+        _convert_gguf(path, folder)
+    cfg_dict = json.loads((folder / "calib_config.json").read_text())
+    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_dict.items()})
+    tokenizer = load_tokenizer(str(folder))
+    model = build_model(cfg, load_file(folder / "model.safetensors"), path, dtype, replicated(mesh))
+    return LanguageModel(name, cfg, model, tokenizer, digest, _prompt_style(tokenizer), str(folder), mesh)
+
+
+def _convert_gguf(path: str, folder: Path) -> None:
+    from safetensors.numpy import save_file
+
+    from calib.models.gguf_weights import gguf_config, gguf_state_dict, open_gguf
+
+    reader = open_gguf(path)
+    cfg = gguf_config(reader, path)
+    tensors = gguf_state_dict(reader, cfg, path)
+    tokenizer = load_tokenizer(os.path.dirname(path) or ".", gguf_file=os.path.basename(path))
+    with atomic_dir(folder) as tmp:
+        save_file(tensors, str(tmp / "model.safetensors"))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "calib_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))

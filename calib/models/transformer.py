@@ -1,0 +1,65 @@
+"""The decoder: embedding, a stack of blocks, final norm and (tied) output head."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from calib.models.config import ModelConfig
+from calib.models.layers import Block, KVCache, RMSNorm
+
+
+class Transformer(nnx.Module):
+    """Decoder-only LM. `hidden` and `project` are separate so samplers compute logits only where needed."""
+
+    def __init__(self, cfg: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embedding = nnx.Param(
+            (jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.embed_dim)) * 0.02).astype(dtype)
+        )
+        self.blocks = nnx.List([Block(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
+        self.final_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps, cfg.norm_plus_one, dtype, rngs)
+        if not cfg.tie_embeddings:
+            self.head = nnx.Param(
+                (jax.random.normal(rngs.params(), (cfg.embed_dim, cfg.vocab_size)) * 0.02).astype(dtype)
+            )
+
+    def hidden(
+        self, ids: jax.Array, positions: jax.Array, cache: list[KVCache] | None = None
+    ) -> tuple[jax.Array, list[KVCache] | None]:
+        """ids, positions [B, T] -> final-normed hidden states [B, T, D] and the updated cache."""
+        emb = self.embedding[...]
+        x = jnp.take(emb, ids, axis=0)
+        if self.cfg.scale_embeddings:
+            x = x * jnp.asarray(self.cfg.embed_dim**0.5, dtype=emb.dtype)
+        new_cache = []
+        for i, block in enumerate(self.blocks):
+            x, layer_cache = block(x, positions, None if cache is None else cache[i])
+            new_cache.append(layer_cache)
+        return self.final_norm(x), (None if cache is None else new_cache)
+
+    def project(self, h: jax.Array) -> jax.Array:
+        """Hidden states [..., D] -> float32 logits [..., V]."""
+        if self.cfg.tie_embeddings:
+            logits = jnp.einsum("...D,VD->...V", h, self.embedding[...])
+        else:
+            logits = jnp.einsum("...D,DV->...V", h, self.head[...])
+        return logits.astype(jnp.float32)
+
+    def __call__(self, ids: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
+        h, _ = self.hidden(ids, positions)
+        return self.project(h)
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=jnp.float32) -> list[KVCache]:
+    """Zeroed KV cache: one (keys, values) pair of [B, S, K, H] per layer."""
+    shape = (batch, length, cfg.num_kv_heads, cfg.head_dim)
+    return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_layers)]
+
+
+def cache_bytes(cfg: ModelConfig, batch: int, length: int, dtype=jnp.float32) -> int:
+    """Bytes a KV cache of this size needs, computed before allocating."""
+    return 2 * cfg.num_layers * batch * length * cfg.num_kv_heads * cfg.head_dim * jnp.dtype(dtype).itemsize
