@@ -95,7 +95,9 @@ def test_register_task_and_load(monkeypatch):
     assert "toy-registered" in list_tasks()
     task = load_task("toy-registered", n=7, shuffle=False)
     assert task.name == "toy-registered" and task.ids == [f"r/{i}" for i in range(7)]
-    assert load_task("toy-registered", limit=2, seed=5).ids == load_task("toy-registered", limit=2, seed=5).ids
+    assert (
+        load_task("toy-registered", limit=2, seed=5).ids == load_task("toy-registered", limit=2, seed=5).ids
+    )
     with pytest.raises(CalibError, match="already registered"):
         register_task("toy-registered", lambda: [])
 
@@ -121,3 +123,16 @@ def test_plugin_registered_through_entry_point(tmp_path, monkeypatch):
     task = load_task("demo-plugin", n=4, shuffle=False)
     assert task.ids == [f"demo/{i}" for i in range(4)]
     monkeypatch.delitem(sys.modules, "calib_demo_plugin", raising=False)
+
+
+def test_docs_quick_start_runs(capsys):
+    """The first python block of docs/tasks.md is the documented entry point; keep it runnable."""
+    import pathlib
+    import re
+
+    doc = (pathlib.Path(__file__).parents[1] / "docs" / "tasks.md").read_text()
+    code = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    exec(compile(code, "docs/tasks.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "Name a country that borders Germany. -> 9 valid answers" in out
+    assert "the Netherlands 1.0 Netherlands" in out

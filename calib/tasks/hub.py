@@ -48,7 +48,10 @@ def load_rows(
                 _builder_of(files[split]), data_files=files, split=split, cache_dir=cache_dir
             )
         else:
-            ds = datasets.load_dataset(path or dataset, config, split=split, cache_dir=cache_dir)
+            local_dir = path is not None and Path(path).is_dir()  # a saved copy: splits from its file names
+            ds = datasets.load_dataset(
+                path or dataset, None if local_dir else config, split=split, cache_dir=cache_dir
+            )
     except CalibError:
         raise
     except ValueError as err:
@@ -59,8 +62,12 @@ def load_rows(
         raise CalibError(
             f"could not load {source} ({type(err).__name__}: {err}); without the hub, pass data_files=<local copy>"
         ) from err
+    label = source
+    if data_files is not None:
+        chosen = files[split]
+        label = Path(chosen if isinstance(chosen, str | os.PathLike) else next(iter(chosen))).name
     for index, row in enumerate(ds):
-        yield f"{Path(source).name if data_files is not None else source} {split}[{index}]", row
+        yield f"{label} {split}[{index}]", row
 
 
 def _field(row: dict[str, Any], key: str, where: str) -> Any:

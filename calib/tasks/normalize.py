@@ -78,17 +78,17 @@ _TENS = {
 _WORD_VALUES = {w: i for i, w in enumerate(_UNITS)} | _TENS
 _NUMBER = re.compile(
     r"(?<![\w.])(?:(?P<sign>[-−+])(?=[$€£]?\d))?[$€£]?\s?"
-    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?P<exp>[eE][-+]?\d+\b)?"
     r"(?:\s?/\s?(?P<den>\d+))?"
     r"(?![\d])"
 )
 _TENS_RE, _DIGIT_RE, _ANY_RE = "|".join(_TENS), "|".join(_UNITS[1:10]), "|".join(_WORD_VALUES)
 _WORD_NUMBER = re.compile(rf"\b(?:({_TENS_RE})[\s-]({_DIGIT_RE})|({_ANY_RE}))\b")
-_FINAL = re.compile(r"(?:####|answer is|answer:|=)\s*(?P<rest>[^\n]*)", re.IGNORECASE)
+_FINAL = re.compile(r"(?:####|answer is|answer:|=)\s*(?P<rest>[^\n=]*)", re.IGNORECASE)
 
 
 def _parse_match(m: re.Match) -> float:
-    value = float(m.group("num").replace(",", ""))
+    value = float(m.group("num").replace(",", "") + (m.group("exp") or ""))
     if m.group("den"):
         den = float(m.group("den"))
         value = value / den if den else math.nan
@@ -96,7 +96,7 @@ def _parse_match(m: re.Match) -> float:
 
 
 def find_numbers(text: str) -> list[float]:
-    """Every number in the text, in order: '1,000' -> 1000, '-3.5', '$12', '3/4' -> 0.75.
+    """Every number in the text, in order: '1,000' -> 1000, '-3.5', '$12', '3/4' -> 0.75, '1e3' -> 1000.
 
     Number words ('twenty-one' -> 21) are read only when the text has no digits, so 'one of them is 5' gives 5.
     """
