@@ -203,3 +203,53 @@ def test_normalisation_and_f1_match_torchmetrics_squad():
         assert token_f1(pred, ref) * 100 == pytest.approx(float(expected["f1"]), abs=1e-4), (pred, ref)
         assert float(normalize_answer(pred) == normalize_answer(ref)) * 100 == float(expected["exact_match"])
     assert normalize_answer("Brasília") == normalize_answer("Brasilia")  # accent folding (ours, not SQuAD's)
+
+
+def test_nli_judge_with_a_tiny_real_cross_encoder(tmp_path, monkeypatch):
+    """NLIJudge('path') loads a sentence-transformers CrossEncoder; its score equals bidirectional entailment
+    computed directly with the transformers model."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch = pytest.importorskip("torch")
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "capital",
+        "?",
+        "canberra",
+        "sydney",
+        "of",
+        "australia",
+    ]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab))
+    tokenizer = BertTokenizerFast(str(tmp_path / "vocab.txt"))
+    labels = {0: "contradiction", 1: "entailment", 2: "neutral"}
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=64, num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config).eval()
+    model.save_pretrained(tmp_path / "nli")
+    tokenizer.save_pretrained(tmp_path / "nli")
+
+    judge = NLIJudge(str(tmp_path / "nli"))
+    assert judge.entailment_index == 1
+    question, refs = "capital of australia ?", ["canberra", "sydney"]
+    score = judge(question, "canberra", refs)
+
+    def entail(premise: str, hypothesis: str) -> float:
+        batch = tokenizer(premise, hypothesis, return_tensors="pt")
+        with torch.no_grad():
+            return float(torch.softmax(model(**batch).logits, dim=-1)[0, 1])
+
+    ans = f"{question} canberra"
+    expected = max(min(entail(f"{question} {r}", ans), entail(ans, f"{question} {r}")) for r in refs)
+    assert 0.0 <= score <= 1.0 and score == pytest.approx(expected, abs=1e-5)
+    direct = judge(CANBERRA.question, "canberra", CANBERRA.answers)
+    graded = grade_detail(CANBERRA, "canberra", method="judge", judge=judge)
+    assert graded.score == pytest.approx(direct, abs=1e-9) and graded.correct == float(direct >= 0.5)

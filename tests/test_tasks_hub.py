@@ -280,3 +280,12 @@ def test_every_loader_is_registered():
     from calib.tasks import list_tasks
 
     assert set(SPLITS) <= set(list_tasks())
+
+
+def test_unreadable_source_is_one_line_error(tmp_path):
+    missing = str(tmp_path / "no_such_copy")
+    with pytest.raises(
+        CalibError, match=r"could not load .*no_such_copy .*pass data_files=<local copy>"
+    ) as info:
+        load_task("squad", path=missing, cache_dir=str(tmp_path / "c"))
+    assert "\n" not in str(info.value)

@@ -36,14 +36,20 @@ def load_rows(
         raise CalibError("hub tasks need the `datasets` package; pip install 'calib[hub]'") from err
     if data_files is None and path is not None and Path(path).is_file():
         data_files = path
-    source = str(data_files) if data_files is not None else (path or dataset)
+    files = (
+        None if data_files is None else data_files if isinstance(data_files, dict) else {split: data_files}
+    )
+    source = str(data_files) if files is not None else (path or dataset)
+    if files is not None and split not in files:
+        raise CalibError(
+            f"unknown split {split!r} for {source}; splits given in data_files: {', '.join(files)}"
+        )
+    label = source  # how rows are named in error messages: the file name, or the dataset
+    if files is not None:
+        chosen = files[split]
+        label = Path(chosen if isinstance(chosen, str | os.PathLike) else next(iter(chosen))).name
     try:
-        if data_files is not None:
-            files = data_files if isinstance(data_files, dict) else {split: data_files}
-            if split not in files:
-                raise CalibError(
-                    f"unknown split {split!r} for {source}; splits given in data_files: {', '.join(files)}"
-                )
+        if files is not None:
             ds = datasets.load_dataset(
                 _builder_of(files[split]), data_files=files, split=split, cache_dir=cache_dir
             )
@@ -52,8 +58,6 @@ def load_rows(
             ds = datasets.load_dataset(
                 path or dataset, None if local_dir else config, split=split, cache_dir=cache_dir
             )
-    except CalibError:
-        raise
     except ValueError as err:
         if "split" in str(err).lower():
             raise CalibError(f"unknown split {split!r} for {source}: {err}") from err
@@ -62,10 +66,6 @@ def load_rows(
         raise CalibError(
             f"could not load {source} ({type(err).__name__}: {err}); without the hub, pass data_files=<local copy>"
         ) from err
-    label = source
-    if data_files is not None:
-        chosen = files[split]
-        label = Path(chosen if isinstance(chosen, str | os.PathLike) else next(iter(chosen))).name
     for index, row in enumerate(ds):
         yield f"{label} {split}[{index}]", row
 
