@@ -15,7 +15,7 @@ def _register_fixed(name: str, build: Callable[[], list[Example]]) -> None:
     def builder() -> Task:
         return Task(name=name, examples=tuple(build()), description=build.__doc__ or "")
 
-    register_task(name, builder, description=(build.__doc__ or "").strip())
+    register_task(name, builder, description=(build.__doc__ or "").strip().split("\n")[0])
 
 
 for _name, _build in {**CLOSED_BUILDERS, **OPEN_BUILDERS}.items():
