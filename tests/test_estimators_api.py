@@ -211,3 +211,44 @@ def test_the_docs_example_estimator_is_complete_and_runs(isolated_registry):
     result = estimator(Bundle(greedy))
     np.testing.assert_allclose(result.confidence, np.exp(-np.array([1.0, 4.0]) / 2.0))
     assert result.higher_raw_means == "uncertain"
+
+
+def test_revise_passes_are_available_to_estimators():
+    greedy = generations_from([["a"], ["b"]])
+    bundle = Bundle(greedy, passes=[greedy, generations_from([["a2"], ["b2"]])])
+    assert Need.PASSES in bundle.available() and bundle.passes[1].texts[0] == ["a2"]
+    assert Need.PASSES not in Bundle(greedy, passes=[greedy]).available()
+    with pytest.raises(CalibError, match="revise pass 1 has 1 prompts"):
+        Bundle(greedy, passes=[greedy, generations_from([["x"]])])
+
+
+def test_from_model_routes_model_calls_through_calib_decode(monkeypatch):
+    import calib.decode
+
+    calls = {}
+
+    def fake_score(lm, prompts, continuations):
+        calls["score"] = (lm, list(prompts), list(continuations))
+        return [np.array([-0.5])] * len(prompts)
+
+    def fake_generate(lm, prompts, **kw):
+        calls["generate"] = (lm, list(prompts), kw)
+        return generations_from([[" 0.4"] for _ in prompts])
+
+    class FakeTokenizer:
+        def decode(self, ids):
+            return "+".join(map(str, ids))
+
+    class FakeLM:
+        tokenizer = FakeTokenizer()
+
+    lm = FakeLM()
+    monkeypatch.setattr(calib.decode, "score", fake_score)
+    monkeypatch.setattr(calib.decode, "generate", fake_generate)
+    bundle = Bundle.from_model(lm, generations_from([["Paris"]]), examples=[Example("Capital of France?")])
+    assert bundle.available() >= {Need.SCORE, Need.GENERATE, Need.DECODE}
+    np.testing.assert_allclose(get_estimator("p_true")(bundle).confidence, [0.5])
+    assert calls["score"][0] is lm and calls["score"][2] == [" (A)", " (B)"]
+    np.testing.assert_allclose(get_estimator("verbalized")(bundle).confidence, [0.4])
+    assert calls["generate"][2] == {"num_samples": 1, "max_new_tokens": 12, "greedy": True, "stop": ("\n",)}
+    assert bundle.decode_fn(np.array([3, 4])) == "3+4"
