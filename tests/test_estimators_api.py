@@ -252,3 +252,23 @@ def test_from_model_routes_model_calls_through_calib_decode(monkeypatch):
     np.testing.assert_allclose(get_estimator("verbalized")(bundle).confidence, [0.4])
     assert calls["generate"][2] == {"num_samples": 1, "max_new_tokens": 12, "greedy": True, "stop": ("\n",)}
     assert bundle.decode_fn(np.array([3, 4])) == "3+4"
+
+
+def test_a_backend_breaking_the_comparison_contract_is_named():
+    from calib.semantic import Comparison
+
+    class Broken:
+        name = "broken"
+
+        def compare(self, questions, answers):
+            return [
+                Comparison(np.zeros((len(g), len(g)), np.float32), np.eye(len(g), dtype=bool))
+                for g in answers
+            ]
+
+        def pair_similarity(self, first, second):
+            raise AssertionError("not used")
+
+    bundle = Bundle(generations_from([["a"]]), generations_from([["a", "b"]]), semantic=Broken())
+    with pytest.raises(CalibError, match="semantic backend 'broken' must return similarities in"):
+        get_estimator("eigv")(bundle)

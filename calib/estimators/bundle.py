@@ -184,7 +184,27 @@ class Bundle:
         """Backend judgement over [greedy answer, sample 1, ..., sample K] per question, computed in one batch."""
         self.require(Need.SEMANTIC)
         groups = [[g, *s] for g, s in zip(self.greedy_texts, self.sample_texts)]
-        return self.semantic.compare(self.contexts, groups)
+        comparisons = self.semantic.compare(self.contexts, groups)
+        name = getattr(self.semantic, "name", type(self.semantic).__name__)
+        if len(comparisons) != len(groups):
+            raise CalibError(
+                f"semantic backend {name!r} returned {len(comparisons)} comparisons for {len(groups)}"
+            )
+        for c, group in zip(comparisons, groups):
+            m = len(group)
+            sim = c.similarity
+            if sim.shape != (m, m) or c.equivalent.shape != (m, m):
+                raise CalibError(f"semantic backend {name!r} returned a {sim.shape} matrix for {m} answers")
+            if not (
+                np.all((sim >= 0) & (sim <= 1))
+                and np.allclose(np.diag(sim), 1)
+                and np.diag(c.equivalent).all()
+            ):
+                raise CalibError(
+                    f"semantic backend {name!r} must return similarities in [0, 1] with a diagonal of 1 "
+                    "(an answer is equivalent to itself)"
+                )
+        return comparisons
 
     @cached_property
     def answer_similarity(self) -> np.ndarray:
