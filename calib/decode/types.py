@@ -45,3 +45,28 @@ class Generations:
 
     def num_generated_tokens(self) -> int:
         return int(sum(sum(row) for row in self.lengths))
+
+    def select(self, samples: slice) -> Generations:
+        """The same prompts with only some of the samples (e.g. the first K of a larger K)."""
+        per_row = lambda rows: [row[samples] for row in rows]  # noqa: E731
+        return Generations(
+            prompts=list(self.prompts),
+            texts=per_row(self.texts),
+            token_ids=per_row(self.token_ids),
+            token_logprobs=per_row(self.token_logprobs),
+            sample_logprobs=per_row(self.sample_logprobs),
+            token_entropies=per_row(self.token_entropies),
+            top_ids=per_row(self.top_ids),
+            top_logprobs=per_row(self.top_logprobs),
+            stop_reasons=per_row(self.stop_reasons),
+            hidden=[h[samples] for h in self.hidden],
+            meta=dict(self.meta),
+        )
+
+    def split_greedy(self) -> tuple[Generations, Generations]:
+        """(greedy answers, samples) of a generate(..., include_greedy=True) result."""
+        if not self.meta.get("include_greedy"):
+            raise ValueError(
+                "these generations have no greedy answer: call generate(..., include_greedy=True)"
+            )
+        return self.select(slice(0, 1)), self.select(slice(1, None))

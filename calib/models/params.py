@@ -89,14 +89,14 @@ def build_model(
             raise CalibError(
                 f"tensor {name} in {source} does not fit the {cfg.arch} config (no parameter {path})"
             ) from None
-        array = transform(value, cfg) if value.size == int(np.prod(var.value.shape)) else value
-        if tuple(array.shape) != tuple(var.value.shape):
+        array = transform(value, cfg) if value.size == int(np.prod(var.shape)) else value
+        if tuple(array.shape) != tuple(var.shape):
             raise CalibError(
-                f"tensor {name} in {source} has shape {tuple(value.shape)}, expected {tuple(var.value.shape)} "
+                f"tensor {name} in {source} has shape {tuple(value.shape)}, expected {tuple(var.shape)} "
                 "for this config (wrong or corrupt checkpoint)"
             )
         arr = jnp.asarray(array, dtype=dtype)
-        var.value = jax.device_put(arr, sharding) if sharding is not None else arr
+        var.set_value(jax.device_put(arr, sharding) if sharding is not None else arr)
         filled.add(path)
     missing = [p for p, _ in _abstract_paths(model) if p not in filled]
     if missing:
@@ -108,5 +108,5 @@ def build_model(
 
 def _abstract_paths(model: nnx.Module):
     for path, var in nnx.iter_graph(model):
-        if isinstance(var, nnx.Param) and isinstance(var.value, jax.ShapeDtypeStruct):
+        if isinstance(var, nnx.Param) and isinstance(var.get_value(), jax.ShapeDtypeStruct):
             yield ".".join(str(p) for p in path), var

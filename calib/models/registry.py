@@ -93,16 +93,18 @@ def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:
         )
     digest = file_digest(path)
     folder = cache_root() / "models" / f"{digest[:24]}-v{CONVERSION_VERSION}"
-    if not (folder / "calib_config.json").is_file():
-        _convert_gguf(path, folder)
-    cfg_dict = json.loads((folder / "calib_config.json").read_text())
-    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_dict.items()})
+    if (folder / "calib_config.json").is_file():
+        cfg_dict = json.loads((folder / "calib_config.json").read_text())
+        cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_dict.items()})
+        model = build_model(cfg, load_file(folder / "model.safetensors"), path, dtype, replicated(mesh))
+    else:
+        cfg, model = _convert_gguf(path, folder, dtype, mesh)
     tokenizer = load_tokenizer(str(folder))
-    model = build_model(cfg, load_file(folder / "model.safetensors"), path, dtype, replicated(mesh))
     return LanguageModel(name, cfg, model, tokenizer, digest, _prompt_style(tokenizer), str(folder), mesh)
 
 
-def _convert_gguf(path: str, folder: Path) -> None:
+def _convert_gguf(path: str, folder: Path, dtype, mesh) -> tuple[ModelConfig, Transformer]:
+    """Read, dequantize and check every tensor, then write the cache folder atomically (all of it or nothing)."""
     from safetensors.numpy import save_file
 
     from calib.models.gguf_weights import gguf_config, gguf_state_dict, open_gguf
@@ -110,8 +112,10 @@ def _convert_gguf(path: str, folder: Path) -> None:
     reader = open_gguf(path)
     cfg = gguf_config(reader, path)
     tensors = gguf_state_dict(reader, cfg, path)
+    model = build_model(cfg, tensors, path, dtype, replicated(mesh))
     tokenizer = load_tokenizer(os.path.dirname(path) or ".", gguf_file=os.path.basename(path))
     with atomic_dir(folder) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "calib_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    return cfg, model

@@ -1,0 +1,66 @@
+"""Static shapes and memory: bucket sizes, and how many prompts fit in one compiled batch."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from calib.errors import CalibError
+from calib.models.config import ModelConfig
+from calib.models.transformer import cache_bytes
+
+
+def bucket(n: int, minimum: int = 16) -> int:
+    """Round up to a power of two (at least `minimum`) so a handful of compilations cover every length."""
+    size = minimum
+    while size < n:
+        size *= 2
+    return size
+
+
+def free_memory_bytes() -> int:
+    """Free memory of the first device (accelerator stats, else the host's available RAM)."""
+    stats = jax.devices()[0].memory_stats() if jax.devices()[0].platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+def bytes_per_row(cfg: ModelConfig, cache_len: int, steps: int, top: int, itemsize: int) -> int:
+    """Device bytes one decoding row needs: its KV cache, vocabulary-sized temporaries and the record buffers."""
+    cache = cache_bytes(cfg, 1, cache_len) * itemsize // 4
+    vocab_temps = 8 * cfg.vocab_size * 4
+    record = steps * (16 + 8 * top) + cfg.embed_dim * 8
+    return cache + vocab_temps + record
+
+
+def prompts_per_batch(
+    cfg: ModelConfig,
+    num_prompts: int,
+    rows_per_prompt: int,
+    cache_len: int,
+    steps: int,
+    top: int,
+    itemsize: int,
+    budget_bytes: int | None,
+    max_rows: int,
+    num_devices: int,
+) -> int:
+    """Prompts per compiled batch: a power of two that fits the memory budget and row cap, a multiple of the devices."""
+    budget = budget_bytes if budget_bytes is not None else int(0.5 * free_memory_bytes())
+    per_prompt = rows_per_prompt * bytes_per_row(cfg, cache_len, steps, top, itemsize)
+    fit = min(budget // max(per_prompt, 1), max(max_rows // rows_per_prompt, 1))
+    if fit < 1:
+        raise CalibError(
+            f"one prompt with {rows_per_prompt} samples needs {per_prompt / 2**20:.0f} MiB, over the memory budget of "
+            f"{budget / 2**20:.0f} MiB: lower num_samples or max_new_tokens, or raise memory_budget"
+        )
+    power = 1
+    while power * 2 <= fit:
+        power *= 2
+    b = min(bucket(num_prompts, 1), power)  # powers of two: few distinct compiled batch sizes
+    return max(num_devices, b - b % num_devices)

@@ -1,0 +1,100 @@
+"""Per-step token maths as small pure functions: statistics of the model's distribution and how to sample.
+
+Sampling uses a two-level inverse CDF (block sums, then one block) with one uniform number per row: drawing a
+Gumbel variable for every vocabulary entry costs more than the whole output projection on a CPU.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1e30
+BLOCK = 256
+
+
+def token_statistics(logits: jax.Array, top: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Untempered distribution [R, V] -> (log-probs [R, V], entropy [R], top-`top` ids and log-probs [R, top])."""
+    logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    entropy = -jnp.sum(jnp.exp(logprobs) * logprobs, axis=-1)
+    top_lp, top_ids = jax.lax.top_k(logprobs, top)
+    return logprobs, entropy, top_ids.astype(jnp.int32), top_lp
+
+
+def sampling_logits(
+    logits: jax.Array,
+    temperature: jax.Array,
+    top_k: int | None,
+    top_p: jax.Array | None,
+    min_p: jax.Array | None,
+) -> jax.Array:
+    """The distribution actually sampled from: temperature, then top-k, top-p (nucleus) and min-p filters.
+
+    temperature, top_p, min_p are per-row [R] arrays so changing their values never recompiles; top_k is static.
+    A token is kept by top-p if the mass of strictly more likely tokens is below p (the top token always survives).
+    """
+    scaled = logits.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)[:, None]
+    if top_k is not None:
+        kth = jax.lax.top_k(scaled, top_k)[0][:, -1:]
+        scaled = jnp.where(scaled < kth, NEG_INF, scaled)
+    if top_p is not None:
+        order = jnp.argsort(-scaled, axis=-1)
+        sorted_logits = jnp.take_along_axis(scaled, order, axis=-1)
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        keep_sorted = mass_before < top_p[:, None]
+        keep = jnp.zeros_like(keep_sorted).at[jnp.arange(scaled.shape[0])[:, None], order].set(keep_sorted)
+        scaled = jnp.where(keep, scaled, NEG_INF)
+    if min_p is not None:
+        probs = jax.nn.softmax(scaled, axis=-1)
+        threshold = min_p[:, None] * jnp.max(probs, axis=-1, keepdims=True)
+        scaled = jnp.where(probs < threshold, NEG_INF, scaled)
+    return scaled
+
+
+def sample_inverse_cdf(keys: jax.Array, weights: jax.Array) -> jax.Array:
+    """One draw per row from unnormalised non-negative weights [R, V] with that row's key [R], by inverse CDF."""
+    rows, vocab = weights.shape
+    pad = (-vocab) % BLOCK
+    blocks = jnp.pad(weights, ((0, 0), (0, pad))).reshape(rows, -1, BLOCK)
+    block_mass = blocks.sum(-1)  # [R, V/BLOCK]
+    block_cdf = jnp.cumsum(block_mass, axis=-1)
+    u = jax.vmap(jax.random.uniform)(keys) * block_cdf[:, -1]
+    block = jnp.minimum(jnp.sum(block_cdf <= u[:, None], axis=-1), block_cdf.shape[1] - 1)
+    before = (
+        jnp.take_along_axis(block_cdf, block[:, None], -1)[:, 0]
+        - jnp.take_along_axis(block_mass, block[:, None], -1)[:, 0]
+    )
+    inner = jnp.cumsum(jnp.take_along_axis(blocks, block[:, None, None], 1)[:, 0], axis=-1)  # [R, BLOCK]
+    offset = jnp.minimum(jnp.sum(inner <= (u - before)[:, None], axis=-1), BLOCK - 1)
+    token = block * BLOCK + offset
+    # never return a zero-weight entry (possible only through float rounding at a block edge)
+    return jnp.where(
+        jnp.take_along_axis(weights, jnp.minimum(token, vocab - 1)[:, None], -1)[:, 0] > 0,
+        jnp.minimum(token, vocab - 1),
+        jnp.argmax(weights, axis=-1),
+    ).astype(jnp.int32)
+
+
+def choose_tokens(
+    keys: jax.Array,
+    logits: jax.Array,
+    greedy: jax.Array,
+    temperature: jax.Array,
+    top_k: int | None,
+    top_p: jax.Array | None,
+    min_p: jax.Array | None,
+) -> tuple[jax.Array, jax.Array]:
+    """Pick one token per row: argmax for greedy rows (or temperature 0), a sample with that row's key otherwise.
+
+    Returns (tokens [R], log-prob of each token under the sampling distribution [R]; 0 for greedy rows).
+    """
+    filtered = sampling_logits(logits, temperature, top_k, top_p, min_p)
+    shifted = filtered - jnp.max(filtered, axis=-1, keepdims=True)
+    weights = jnp.exp(shifted)
+    sampled = sample_inverse_cdf(keys, weights)
+    is_greedy = greedy | (temperature <= 0.0)
+    tokens = jnp.where(is_greedy, jnp.argmax(logits, axis=-1), sampled).astype(jnp.int32)
+    chosen = jnp.take_along_axis(shifted, tokens[:, None], axis=-1)[:, 0]
+    sample_lp = chosen - jnp.log(jnp.sum(weights, axis=-1))
+    return tokens, jnp.where(is_greedy, 0.0, sample_lp)

@@ -1,0 +1,187 @@
+"""The compiled core: prefill, append and a jitted while_loop decode over a per-row KV cache.
+
+Rows are (prompt, sample) pairs. Slot s of a row's cache holds the token at position s, so prompts are right-padded
+and every row carries its own next position and stop flag. All shapes are static per call (bucketed by the caller).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from calib.decode.sampling import choose_tokens, token_statistics
+from calib.models.layers import KVCache
+from calib.models.transformer import init_cache
+
+REASON_RUNNING, REASON_STOP, REASON_EOS, REASON_LENGTH = 0, 1, 2, 3
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class DecodeState:
+    """Everything needed to continue decoding a batch of rows."""
+
+    cache: list[KVCache]  # per layer (keys, values) [R, S, K, H]
+    positions: jax.Array  # [R] next slot to write
+    logits: jax.Array  # [R, V] distribution of the next token
+    hidden: jax.Array  # [R, D] hidden state that produced `logits`
+    keys: jax.Array  # [R] one PRNG key per row; step keys are fold_in(row key, position), never reused
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class Record:
+    """What one decode call produced, per row and step."""
+
+    tokens: jax.Array  # [R, M] int32
+    logprobs: jax.Array  # [R, M] under the untempered model
+    sample_logprobs: jax.Array  # [R, M] under the sampling distribution
+    entropies: jax.Array  # [R, M]
+    top_ids: jax.Array  # [R, M, top]
+    top_logprobs: jax.Array  # [R, M, top]
+    lengths: jax.Array  # [R] tokens sampled, terminator included
+    reasons: jax.Array  # [R] REASON_*
+    answer_hidden: jax.Array  # [R, D] hidden state that produced the last sampled token's distribution
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """Static decoding settings (changing these recompiles); per-row values live in arrays."""
+
+    max_new_tokens: int
+    top: int = 5
+    top_k: int | None = None
+    use_top_p: bool = False
+    use_min_p: bool = False
+
+
+def row_keys(seed: int, prompt_index: jax.Array, repeats: int) -> jax.Array:
+    """Key of row (prompt g, sample s) = fold_in(fold_in(key(seed), g), s): samples do not depend on batching."""
+    base = jax.random.key(seed)
+    per_prompt = jax.vmap(lambda g: jax.random.fold_in(base, g))(prompt_index)
+    return jax.vmap(lambda k: jax.vmap(lambda s: jax.random.fold_in(k, s))(jnp.arange(repeats)))(
+        per_prompt
+    ).reshape(-1)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cache_len", "repeats"))
+def prefill(
+    graphdef, params, ids: jax.Array, lengths: jax.Array, keys: jax.Array, *, cache_len: int, repeats: int
+) -> DecodeState:
+    """Encode right-padded prompts [B, P] once, then give each prompt `repeats` rows sharing its cache."""
+    model = nnx.merge(graphdef, params)
+    b, p = ids.shape
+    cache = init_cache(model.cfg, b, cache_len, model.embedding[...].dtype)
+    h, cache = model.hidden(ids, jnp.broadcast_to(jnp.arange(p), (b, p)), cache)
+    last = h[jnp.arange(b), lengths - 1]
+    rep = lambda x: jnp.repeat(x, repeats, axis=0)  # noqa: E731
+    return DecodeState(
+        cache=jax.tree.map(rep, cache),
+        positions=rep(lengths.astype(jnp.int32)),
+        logits=rep(model.project(last)),
+        hidden=rep(last),
+        keys=keys,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("state",))
+def append(graphdef, params, state: DecodeState, ids: jax.Array, lengths: jax.Array) -> DecodeState:
+    """Feed right-padded tokens [R, L] (row r uses its first lengths[r]) after each row's current position."""
+    model = nnx.merge(graphdef, params)
+    r, length = ids.shape
+    positions = state.positions[:, None] + jnp.arange(length)[None, :]
+    h, cache = model.hidden(ids, positions, state.cache)
+    last = h[jnp.arange(r), jnp.maximum(lengths - 1, 0)]
+    fed = lengths > 0
+    return DecodeState(
+        cache=cache,
+        positions=state.positions + lengths.astype(jnp.int32),
+        logits=jnp.where(fed[:, None], model.project(last), state.logits),
+        hidden=jnp.where(fed[:, None], last, state.hidden),
+        keys=state.keys,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "spec"), donate_argnames=("state",))
+def decode(
+    graphdef,
+    params,
+    state: DecodeState,
+    greedy: jax.Array,
+    temperature: jax.Array,
+    top_p: jax.Array,
+    min_p: jax.Array,
+    stop_mask: jax.Array,
+    eos_mask: jax.Array,
+    pad_id: jax.Array,
+    *,
+    spec: SamplingSpec,
+) -> tuple[DecodeState, Record]:
+    """Sample up to spec.max_new_tokens per row in one lax.while_loop; exits early when every row has stopped."""
+    model = nnx.merge(graphdef, params)
+    rows, steps = state.logits.shape[0], spec.max_new_tokens
+    top_p_arg = top_p if spec.use_top_p else None
+    min_p_arg = min_p if spec.use_min_p else None
+
+    def sample(t, state: DecodeState, record: Record, done: jax.Array):
+        step_keys = jax.vmap(jax.random.fold_in)(state.keys, state.positions)
+        tokens, sample_lp = choose_tokens(
+            step_keys, state.logits, greedy, temperature, spec.top_k, top_p_arg, min_p_arg
+        )
+        logprobs, entropy, top_ids, top_lp = token_statistics(state.logits, spec.top)
+        chosen_lp = jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
+        put = lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x, t, axis=1)  # noqa: E731
+        active = ~done
+        reason = jnp.where(
+            stop_mask[tokens], REASON_STOP, jnp.where(eos_mask[tokens], REASON_EOS, REASON_RUNNING)
+        )
+        reason = jnp.where((reason == REASON_RUNNING) & (t + 1 >= steps), REASON_LENGTH, reason)
+        record = Record(
+            tokens=put(record.tokens, tokens),
+            logprobs=put(record.logprobs, chosen_lp),
+            sample_logprobs=put(record.sample_logprobs, sample_lp),
+            entropies=put(record.entropies, entropy),
+            top_ids=put(record.top_ids, top_ids),
+            top_logprobs=put(record.top_logprobs, top_lp),
+            lengths=record.lengths + active,
+            reasons=jnp.where(active, reason, record.reasons),
+            answer_hidden=jnp.where(active[:, None], state.hidden, record.answer_hidden),
+        )
+        return state, record, tokens, done | (reason != REASON_RUNNING)
+
+    def forward(state: DecodeState, tokens: jax.Array, done: jax.Array) -> DecodeState:
+        feed = jnp.where(done, pad_id, tokens)
+        h, cache = model.hidden(feed[:, None], state.positions[:, None], state.cache)
+        h = h[:, 0]
+        return DecodeState(cache, state.positions + (~done), model.project(h), h, state.keys)
+
+    def body(carry):
+        t, state, record, tokens, done = carry
+        state = forward(state, tokens, done)
+        state, record, tokens, done = sample(t, state, record, done)
+        return t + 1, state, record, tokens, done
+
+    def cond(carry):
+        t, _, _, _, done = carry
+        return (t < steps) & ~jnp.all(done)
+
+    zeros = lambda *shape, dtype=jnp.float32: jnp.zeros((rows, *shape), dtype)  # noqa: E731
+    record = Record(
+        tokens=zeros(steps, dtype=jnp.int32),
+        logprobs=zeros(steps),
+        sample_logprobs=zeros(steps),
+        entropies=zeros(steps),
+        top_ids=zeros(steps, spec.top, dtype=jnp.int32),
+        top_logprobs=zeros(steps, spec.top),
+        lengths=zeros(dtype=jnp.int32),
+        reasons=zeros(dtype=jnp.int32),
+        answer_hidden=jnp.zeros_like(state.hidden),
+    )
+    done = jnp.zeros((rows,), bool)
+    state, record, tokens, done = sample(0, state, record, done)
+    _, state, record, tokens, done = jax.lax.while_loop(cond, body, (1, state, record, tokens, done))
+    return state, record

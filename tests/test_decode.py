@@ -1,0 +1,205 @@
+"""Sampler correctness on tiny models: greedy = argmax decoding, log-probs = score, seeds, filters, devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from calib.decode import generate, score, score_with_stats
+from calib.decode.sampling import choose_tokens
+from calib.errors import CalibError
+
+PROMPTS = ["hello there", "what is the capital of France?", "x"]
+
+
+def _argmax_decode(lm, prompt, steps):
+    ids = lm.encode(prompt)
+    out = []
+    for _ in range(steps):
+        nxt = int(lm.logits([ids + out])[0, -1].argmax())
+        out.append(nxt)
+        if nxt in lm.eos_ids:
+            break
+    return out
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gemma3"])
+def test_greedy_equals_step_by_step_argmax(name, request):
+    lm = request.getfixturevalue(name)
+    gens = generate(
+        lm, PROMPTS, greedy=True, max_new_tokens=24, stop=()
+    )  # tiny-gemma3's window is 8: exercised
+    for i, prompt in enumerate(PROMPTS):
+        expected = _argmax_decode(lm, prompt, 24)
+        got = list(gens.token_ids[i][0])
+        if gens.stop_reasons[i][0] == "eos":
+            expected = expected[:-1]
+        assert got == expected
+
+
+def test_token_logprobs_equal_teacher_forced_score(tiny_gemma3):
+    gens = generate(tiny_gemma3, PROMPTS, num_samples=3, max_new_tokens=16, stop=(), seed=3)
+    pairs = [
+        (PROMPTS[i], ids, lp)
+        for i in range(3)
+        for ids, lp in zip(gens.token_ids[i], gens.token_logprobs[i])
+        if len(ids)
+    ]
+    scored = score(tiny_gemma3, [p for p, _, _ in pairs], [ids for _, ids, _ in pairs])
+    flat = [lp for _, _, lp in pairs]
+    assert len(flat) >= 6
+    for a, b in zip(scored, flat):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    ent = gens.token_entropies[0][0]
+    assert (ent >= 0).all() and (ent <= np.log(tiny_gemma3.config.vocab_size) + 1e-4).all()
+
+
+def test_seeds_and_temperature_zero(tiny_llama):
+    a = generate(tiny_llama, PROMPTS, num_samples=4, max_new_tokens=12, stop=(), seed=7)
+    b = generate(tiny_llama, PROMPTS, num_samples=4, max_new_tokens=12, stop=(), seed=7)
+    c = generate(tiny_llama, PROMPTS, num_samples=4, max_new_tokens=12, stop=(), seed=8)
+    assert a.texts == b.texts and a.texts != c.texts
+    assert len({tuple(t) for t in a.token_ids[0]}) > 1  # samples of one prompt differ
+    greedy = generate(tiny_llama, PROMPTS, greedy=True, max_new_tokens=12, stop=())
+    for temp in (0.0, 1e-4):
+        cold = generate(tiny_llama, PROMPTS, num_samples=2, temperature=temp, max_new_tokens=12, stop=())
+        for i in range(len(PROMPTS)):
+            for k in range(2):
+                assert list(cold.token_ids[i][k]) == list(greedy.token_ids[i][0])
+
+
+def test_include_greedy_and_batching_do_not_change_samples(tiny_llama):
+    both = generate(
+        tiny_llama, PROMPTS, num_samples=3, include_greedy=True, max_new_tokens=10, stop=(), seed=1
+    )
+    greedy, samples = both.split_greedy()
+    assert greedy.num_samples == 1 and samples.num_samples == 3
+    alone = generate(tiny_llama, PROMPTS, greedy=True, max_new_tokens=10, stop=())
+    assert greedy.texts == alone.texts
+    small_batches = generate(
+        tiny_llama,
+        PROMPTS,
+        num_samples=3,
+        include_greedy=True,
+        max_new_tokens=10,
+        stop=(),
+        seed=1,
+        max_rows=4,
+    )  # one prompt per compiled batch
+    assert small_batches.texts == both.texts
+
+
+def test_stop_strings_cut_text_and_tokens(tiny_llama):
+    gens = generate(tiny_llama, PROMPTS * 3, num_samples=4, max_new_tokens=20, stop=("a", "e"), seed=0)
+    stopped = 0
+    for i, row in enumerate(gens.texts):
+        for k, text in enumerate(row):
+            assert "a" not in text and "e" not in text
+            assert tiny_llama.decode(gens.token_ids[i][k]).strip() == text
+            stopped += gens.stop_reasons[i][k] == "stop"
+    assert stopped > 0
+
+
+def test_top_k_samples_stay_in_the_top_k(tiny_llama):
+    gens = generate(tiny_llama, PROMPTS, num_samples=8, max_new_tokens=8, top_k=3, stop=(), seed=2)
+    for i in range(len(PROMPTS)):
+        for k in range(8):
+            for t, tok in enumerate(gens.token_ids[i][k]):
+                assert tok in gens.top_ids[i][k][t][:3]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**16), top_k=st.integers(1, 6), top_p=st.floats(0.05, 1.0), temp=st.floats(0.2, 2.0)
+)
+def test_filters_never_emit_disallowed_tokens(seed, top_k, top_p, temp):
+    rng = np.random.default_rng(seed)
+    logits = jnp.asarray(rng.normal(size=(16, 50)) * 3, jnp.float32)
+    keys = jax.random.split(jax.random.key(seed), 16)
+    temps = jnp.full((16,), temp)
+    toks, _ = choose_tokens(keys, logits, jnp.zeros(16, bool), temps, top_k, None, None)
+    ranks = np.argsort(-np.asarray(logits), axis=1)
+    for r, tok in enumerate(np.asarray(toks)):
+        assert tok in ranks[r, :top_k]
+    toks, _ = choose_tokens(keys, logits, jnp.zeros(16, bool), temps, None, jnp.full((16,), top_p), None)
+    scaled = np.asarray(logits, np.float64) / temp
+    for r, tok in enumerate(np.asarray(toks)):
+        p = np.exp(scaled[r] - scaled[r].max())
+        p /= p.sum()
+        mass_before = p[p > p[tok]].sum()
+        assert mass_before < top_p + 1e-5
+
+
+def test_full_ece_sums_equal_a_dense_numpy_computation(tiny_llama):
+    prompts, conts = ["abc", "hello", "zz"], ["def ghi", " world!", "top"]
+    logprobs, stats = score_with_stats(tiny_llama, prompts, conts, n_bins=10)
+    counts, sum_p, hits, n = np.zeros(10), np.zeros(10), np.zeros(10), 0
+    for p, c, lp in zip(prompts, conts, logprobs):
+        p_ids, c_ids = tiny_llama.encode(p), tiny_llama.tokenizer(c, add_special_tokens=False)["input_ids"]
+        logits = tiny_llama.logits([p_ids + c_ids])[0].astype(np.float64)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        for j, tok in enumerate(c_ids):
+            row = probs[len(p_ids) - 1 + j]
+            bins = np.minimum((row * 10).astype(int), 9)
+            np.add.at(counts, bins, 1)
+            np.add.at(sum_p, bins, row)
+            hits[bins[tok]] += 1
+            n += 1
+        np.testing.assert_allclose(
+            lp, np.log(probs[np.arange(len(c_ids)) + len(p_ids) - 1, c_ids]), atol=1e-4
+        )
+    np.testing.assert_allclose(stats.count, counts)
+    np.testing.assert_allclose(stats.sum_prob, sum_p, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stats.sum_hit, hits)
+    assert stats.n_positions == n
+    assert abs(stats.full_ece() - np.abs(hits - sum_p).sum() / n) < 1e-5
+
+
+def test_bad_arguments_are_one_line_errors(tiny_llama):
+    cases = [
+        (dict(prompts=[]), "non-empty"),
+        (dict(num_samples=0), "num_samples"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(prompts=["a" * 600]), "context"),
+    ]
+    for kwargs, match in cases:
+        args = dict(prompts=["hi"]) | kwargs
+        with pytest.raises(CalibError, match=match):
+            generate(tiny_llama, args.pop("prompts"), **args)
+
+
+_DEVICE_SCRIPT = """
+import json, sys
+from calib.models import load_model
+from calib.decode import generate
+import jax
+lm = load_model("tiny-llama")
+g = generate(lm, ["hello", "abc", "what", "x y z"], num_samples=3, max_new_tokens=10, stop=(), seed=5)
+print(json.dumps({"devices": len(jax.devices()), "ids": [[t.tolist() for t in row] for row in g.token_ids]}))
+"""
+
+
+def _run_with_devices(n):
+    env = dict(
+        os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", CALIB_NO_COMPILATION_CACHE="1"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _DEVICE_SCRIPT], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_two_devices_give_identical_samples():
+    one, two = _run_with_devices(1), _run_with_devices(2)
+    assert (one["devices"], two["devices"]) == (1, 2)
+    assert one["ids"] == two["ids"]
