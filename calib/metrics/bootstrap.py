@@ -1,7 +1,7 @@
 """Bootstrap confidence intervals for any metric, resampling questions (rows) with replacement.
 
-All resamples run as one jitted program: `jax.lax.map` over per-resample PRNG keys, vectorised in batches with
-`vmap`, so memory stays bounded by batch_size * n while the work is batched. Every metric in calib.metrics
+Resamples run in a few jitted batches: per-resample PRNG keys give index rows, and the metric is vectorised over
+them with `vmap`; memory stays bounded by batch_size * n. Every metric in calib.metrics
 accepts traced arrays, so `bootstrap_ci(ece, ...)` and `bootstrap_ci(partial(ece, n_bins=10), ...)` work as
 they are. A metric that only handles concrete numpy arrays falls back to a Python loop over the same resamples.
 The interval is the percentile interval [q(alpha/2), q(1 - alpha/2)] of the resampled values.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -60,50 +60,59 @@ def _settings(n_resamples: Any, alpha: Any, seed: Any) -> None:
     validate.positive_int(seed, "seed", minimum=0)
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _indices(keys: jax.Array, n: int) -> jax.Array:
+    """Row indices [len(keys), n] of the resamples, one PRNG key each.
+
+    Compiled once per (batch, n) and shared by every metric: threefry takes seconds to compile on CPU.
+    """
+    return jax.vmap(lambda k: jax.random.randint(k, (n,), 0, n))(keys)
+
+
+def _index_batches(
+    seed: int, n_resamples: int, n: int, batch_size: int | None
+) -> Iterator[tuple[jax.Array, int]]:
+    """(indices [batch, n], number of real resamples in it); the last batch is padded to the same shape."""
+    most = batch_size or max(1, BATCH_ELEMENTS // n)
+    validate.positive_int(most, "batch_size")
+    n_batches = -(-n_resamples // most)
+    batch = -(-n_resamples // n_batches)  # equal batches, so one compiled shape
+    keys = jax.random.split(jax.random.key(seed), n_resamples)
+    keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], n_batches * batch - n_resamples, axis=0)])
+    for start in range(0, n_resamples, batch):
+        yield _indices(keys[start : start + batch], n), min(batch, n_resamples - start)
+
+
 @functools.lru_cache(maxsize=32)
-def _program(stat: Callable, n_resamples: int, batch_size: int) -> Callable:
-    """Jitted (key, *arrays) -> [n_resamples] resampled values of stat(*arrays)."""
+def _program(stat: Callable) -> Callable:
+    """Jitted (indices [B, n], *arrays) -> [B] values of stat on each resample, vectorised with vmap."""
 
     @jax.jit
-    def run(key: jax.Array, *arrays: jax.Array) -> jax.Array:
-        n = arrays[0].shape[0]
-
-        def one(k: jax.Array) -> jax.Array:
-            idx = jax.random.randint(k, (n,), 0, n)
-            return jnp.asarray(stat(*(a[idx] for a in arrays)), jnp.float32)
-
-        return jax.lax.map(one, jax.random.split(key, n_resamples), batch_size=batch_size)
+    def run(idx: jax.Array, *arrays: jax.Array) -> jax.Array:
+        return jax.vmap(lambda i: jnp.asarray(stat(*(a[i] for a in arrays)), jnp.float32))(idx)
 
     return run
-
-
-def _loop(stat: Callable, key: jax.Array, n_resamples: int, arrays: tuple[jax.Array, ...]) -> np.ndarray:
-    """The same resamples, one Python call each, for metrics that cannot be traced."""
-    n = arrays[0].shape[0]
-    host = [np.asarray(a) for a in arrays]
-    out = np.empty(n_resamples)
-    for i, k in enumerate(jax.random.split(key, n_resamples)):
-        idx = np.asarray(jax.random.randint(k, (n,), 0, n))
-        out[i] = float(stat(*(a[idx] for a in host)))
-    return out
 
 
 def _resample(
     stat: Callable, arrays: tuple[jax.Array, ...], n_resamples: int, seed: int, batch_size: int | None
 ) -> np.ndarray:
     n = arrays[0].shape[0]
-    batch = batch_size or max(1, min(n_resamples, BATCH_ELEMENTS // n))
-    validate.positive_int(batch, "batch_size")
-    key = jax.random.key(seed)
+    batches = list(_index_batches(seed, n_resamples, n, batch_size))
     try:
-        return np.asarray(_program(stat, n_resamples, batch)(key, *arrays), np.float64)
+        out = [np.asarray(_program(stat)(idx, *arrays))[:valid] for idx, valid in batches]
     except _NOT_TRACEABLE:
         warnings.warn(
             "bootstrap: metric_fn cannot be traced by JAX; resampling in a slow Python loop instead",
             RuntimeWarning,
             stacklevel=3,
         )
-        return _loop(stat, key, n_resamples, arrays)
+        host = [np.asarray(a) for a in arrays]
+        out = [
+            np.array([float(stat(*(a[i] for a in host))) for i in np.asarray(idx)[:valid]])
+            for idx, valid in batches
+        ]
+    return np.concatenate(out).astype(np.float64)
 
 
 def _interval(point: float, values: np.ndarray, alpha: float) -> BootstrapResult:
