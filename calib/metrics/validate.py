@@ -33,7 +33,7 @@ def _as_numeric(x: Any, name: str) -> np.ndarray:
             f"{name}: cannot be read as an array ({err}); pass a flat list or array of numbers"
         ) from err
     if arr.dtype == bool:
-        return arr.astype(np.float64)
+        return arr.astype(np.float32)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise CalibError(f"{name}: has dtype {arr.dtype}; pass numbers (float, int or bool)")
     return arr
@@ -68,8 +68,9 @@ def unit_interval(x: Any, name: str = "confidence", ndim: int = 1) -> np.ndarray
         raise CalibError(
             f"{name}: value {bad:g} is outside [0, 1]; pass probabilities (higher = more confident)"
         )
-    # np.abs maps -0.0 to +0.0, which the rank-based metrics rely on (they sort float bit patterns).
-    return np.abs(np.clip(arr, 0.0, 1.0)).astype(np.float32)
+    if lo < 0.0 or hi > 1.0:
+        arr = np.clip(arr, 0.0, 1.0)
+    return arr.astype(np.float32, copy=False)
 
 
 def finite_vector(x: Any, name: str) -> np.ndarray:
