@@ -109,3 +109,11 @@ def test_pdf_output_is_reproducible(tmp_path, data):
     first = plots.save_figure(fig, tmp_path / "a", formats=("pdf",))[0].read_bytes()
     second = plots.save_figure(fig, tmp_path / "b", formats=("pdf",))[0].read_bytes()
     assert first == second
+
+
+def test_quantile_reliability_diagram_has_equal_mass_bins(data):
+    c, y = data
+    fig = plots.reliability_diagram(c, y, n_bins=5, binning="quantile")
+    counts = [int(t.get_text()) for t in fig.axes[0].texts]
+    assert counts == [100] * 5
+    assert "quantile" in fig.axes[0].get_title()

@@ -162,19 +162,21 @@ def debiased_l2_ce(confidence: Any, correct: Any, n_bins: int = 15, binning: str
     return _binned(debiased_l2_core, confidence, correct, n_bins, binning)
 
 
+_bin_sums_jit = jax.jit(bin_sums, static_argnums=(2, 3))
+_quantile_edges_jit = jax.jit(quantile_edges, static_argnums=1)
+
+
 def reliability_bins(confidence: Any, correct: Any, n_bins: int = 15, binning: str = "uniform") -> dict:
     """Per-bin count, mean confidence, accuracy and edges (numpy), for reliability diagrams and tables."""
     validate.positive_int(n_bins, "n_bins")
     validate.choice(binning, "binning", BINNINGS)
     c, y = validate.pair(confidence, correct, soft=True)
     cj, yj = jnp.asarray(c), jnp.asarray(y)
-    count, resid, hits = (
-        np.asarray(a, np.float64) for a in jax.jit(bin_sums, static_argnums=(2, 3))(cj, yj, n_bins, binning)
-    )
+    count, resid, hits = (np.asarray(a, np.float64) for a in _bin_sums_jit(cj, yj, n_bins, binning))
     if binning == "uniform":
         edges = uniform_edges(n_bins).astype(np.float64)
     else:
-        inner = np.asarray(quantile_edges(cj, n_bins), np.float64)
+        inner = np.asarray(_quantile_edges_jit(cj, n_bins), np.float64)
         edges = np.concatenate([[0.0], inner, [1.0]])
         count, resid, hits = count[: len(edges) - 1], resid[: len(edges) - 1], hits[: len(edges) - 1]
     safe = np.maximum(count, 1.0)
