@@ -163,7 +163,7 @@ def _record(args: argparse.Namespace, out) -> None:
     with Recalibrator(args.db, name=args.name, kind=args.kind, timeout=args.timeout) as rec:
         added = rec.update(cols.pop("confidence"), cols.pop("correct"), **cols)
         print(
-            f"recorded {added} new rows; {rec.kind} calibrator {args.name!r} now covers rows 1..{rec.rows_seen}",
+            f"recorded {added} new rows; {rec.kind} calibrator {args.name!r} now covers row ids up to {rec.rows_seen}",
             file=out,
         )
 
@@ -180,7 +180,10 @@ def _show(args: argparse.Namespace, out) -> None:
         print(f"calibrators: {', '.join(names) or '(none yet)'}", file=out)
         if args.name in names:
             rec = Recalibrator(store, name=args.name)
-            print(f"{args.name}: {rec.calibrator!r}, rows folded in: 1..{rec.rows_seen}", file=out)
+            print(
+                f"{args.name}: {rec.kind} {rec.calibrator!r}, rows folded in: ids up to {rec.rows_seen}",
+                file=out,
+            )
             grid = [0.1, 0.3, 0.5, 0.7, 0.9]
             mapped = rec.transform(grid)
             print(
@@ -195,8 +198,20 @@ def _show(args: argparse.Namespace, out) -> None:
             )
 
 
-def run(args: argparse.Namespace, out=sys.stdout) -> None:
-    """Execute one parsed subcommand (raises CalibError for user errors)."""
+def _existing(db: str | None) -> None:
+    """Reading commands never create a database by accident."""
+    from calib.recalibrate import db_path
+
+    path = db_path(db)
+    if path != ":memory:" and not Path(path).is_file():
+        raise CalibError(f"no feedback database at {path}; record rows first or pass --db")
+
+
+def run(args: argparse.Namespace, out=None) -> None:
+    """Execute one parsed subcommand, printing to `out` (stdout by default); raises CalibError for user errors."""
+    out = out or sys.stdout
+    if args.command != "record" and not getattr(args, "calibrator", None):
+        _existing(args.db)
     from calib.recalibrate import Calibrator, Recalibrator, load_calibrator
 
     if args.command == "record":
@@ -204,7 +219,7 @@ def run(args: argparse.Namespace, out=sys.stdout) -> None:
     elif args.command == "refit":
         with Recalibrator(args.db, name=args.name, timeout=args.timeout) as rec:
             cal = rec.refit(kind=args.kind, full=args.full)
-            print(f"refitted {args.name!r}: {cal!r} on rows 1..{rec.rows_seen}", file=out)
+            print(f"refitted {args.name!r}: {cal!r} on row ids up to {rec.rows_seen}", file=out)
     elif args.command == "show":
         _show(args, out)
     elif args.command == "export":

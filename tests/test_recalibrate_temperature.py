@@ -59,9 +59,9 @@ def test_fitted_temperature_recovers_truth_and_reduces_ece(true_t):
 
 def test_fit_matches_a_numpy_grid_search():
     logits, y = synthetic(1.8, n=3000, seed=3)
-    grid = np.linspace(1.0, 3.0, 2001)
+    grid = np.linspace(1.0, 3.0, 801)
     nll = [-np.mean(log_softmax(logits / t, axis=1)[np.arange(len(y)), y]) for t in grid]
-    assert fit_temperature(logits, y) == pytest.approx(grid[int(np.argmin(nll))], abs=2e-3)
+    assert fit_temperature(logits, y) == pytest.approx(grid[int(np.argmin(nll))], abs=3e-3)
 
 
 def test_calibrated_logits_give_temperature_near_one():

@@ -1,0 +1,188 @@
+"""Feedback database and Recalibrator: WAL, idempotent rows, damaged/locked files, incremental = batch state."""
+
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+
+from calib.errors import CalibError
+from calib.recalibrate import (
+    FeedbackStore,
+    IsotonicCalibrator,
+    OnlineHistogramCalibrator,
+    Recalibrator,
+    db_path,
+)
+
+
+def rows(n, seed=0):
+    rng = np.random.default_rng(seed)
+    c = rng.random(n)
+    return c, (rng.random(n) < c**2).astype(float)
+
+
+def test_urls_and_wal_mode(tmp_path):
+    assert db_path("sqlite:///rel/fb.db") == "rel/fb.db"
+    assert db_path("sqlite:////abs/fb.db") == "/abs/fb.db"
+    assert db_path(tmp_path / "x.db") == str(tmp_path / "x.db")
+    with pytest.raises(CalibError, match="only local SQLite"):
+        db_path("postgresql://host/db")
+    with pytest.raises(CalibError, match="has no file"):
+        db_path("sqlite://")
+    with FeedbackStore(f"sqlite:///{tmp_path}/fb.db") as store:
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.check() == "ok"
+
+
+def test_record_is_idempotent_by_uid(tmp_path):
+    with FeedbackStore(tmp_path / "fb.db") as store:
+        assert (
+            store.record([0.9, 0.2], [1, 0], questions=["q1", "q2"], answers=["a", "b"], uids=["u1", "u2"])
+            == 2
+        )
+        assert store.record([0.9, 0.4], [1, 1], uids=["u1", "u3"]) == 1  # u1 was already stored
+        got = store.rows()
+        assert [r.uid for r in got] == ["u1", "u2", "u3"]
+        assert np.all(np.diff([r.id for r in got]) > 0)  # ids only grow (an ignored insert may skip one)
+        assert got[0].question == "q1" and got[0].confidence == 0.9 and got[0].correct == 1
+
+
+@pytest.mark.parametrize(
+    ("conf", "correct", "match"),
+    [
+        ([0.5], [2], "not 0 or 1"),
+        ([0.5], [0.5], "not 0 or 1"),
+        ([1.5], [1], "outside"),
+        ([0.5, 0.1], [1], "lengths"),
+    ],
+)
+def test_bad_rows_are_rejected_and_nothing_is_written(tmp_path, conf, correct, match):
+    rec = Recalibrator(tmp_path / "fb.db")
+    rec.update([0.3], [0])
+    with pytest.raises(CalibError, match=match) as err:
+        rec.update(conf, correct)
+    assert "\n" not in str(err.value)
+    assert rec.store.count() == 1 and rec.calibrator.n_rows == 1
+
+
+def test_online_state_equals_batch_refit_and_tracks_rows(tmp_path):
+    c, y = rows(300)
+    rec = Recalibrator(tmp_path / "fb.db", n_bins=12)
+    for i in range(0, 300, 7):
+        rec.update(c[i : i + 7], y[i : i + 7])
+    assert rec.rows_seen == 300
+    assert rec.calibrator == OnlineHistogramCalibrator(n_bins=12).fit(c, y)
+    # a second process's view (fresh object) sees the same state
+    other = Recalibrator(tmp_path / "fb.db")
+    assert other.calibrator == rec.calibrator and other.kind == "online_histogram"
+    np.testing.assert_array_equal(other.transform([0.1, 0.5]), rec.transform([0.1, 0.5]))
+
+
+def test_rows_recorded_without_update_are_folded_in_by_refit_or_next_update(tmp_path):
+    c, y = rows(50)
+    rec = Recalibrator(tmp_path / "fb.db")
+    rec.update(c[:10], y[:10])
+    rec.store.record(c[10:40], y[10:40])  # e.g. `calib feedback record --no-refit` from elsewhere
+    assert rec.calibrator.n_rows == 10
+    rec.refit()
+    assert rec.calibrator == OnlineHistogramCalibrator().fit(c[:40], y[:40])
+    rec.store.record(c[40:45], y[40:45])
+    rec.update(c[45:], y[45:])
+    assert rec.calibrator == OnlineHistogramCalibrator().fit(c, y)
+
+
+def test_batch_kind_refits_on_all_rows(tmp_path):
+    c, y = rows(200, seed=2)
+    rec = Recalibrator(tmp_path / "fb.db", name="iso", kind="isotonic")
+    rec.update(c[:100], y[:100])
+    rec.update(c[100:], y[100:])
+    assert rec.calibrator == IsotonicCalibrator().fit(c, y)
+    with pytest.raises(CalibError, match="is isotonic, not platt"):
+        Recalibrator(tmp_path / "fb.db", name="iso", kind="platt")
+    rec.refit(kind="platt")  # rebuild from every row as another kind
+    assert Recalibrator(tmp_path / "fb.db", name="iso").kind == "platt"
+
+
+def test_not_a_database_is_one_line_error_and_file_untouched(tmp_path):
+    path = tmp_path / "fb.db"
+    garbage = b"this is not sqlite at all " * 200
+    path.write_bytes(garbage)
+    with pytest.raises(CalibError, match="damaged or not an SQLite file") as err:
+        Recalibrator(path)
+    assert "\n" not in str(err.value)
+    assert path.read_bytes() == garbage
+    assert not (tmp_path / "fb.db-wal").exists() or (tmp_path / "fb.db-wal").stat().st_size == 0
+
+
+def test_damaged_pages_are_reported_and_rows_before_damage_survive_in_backup(tmp_path):
+    path = tmp_path / "fb.db"
+    c, y = rows(2000)
+    with Recalibrator(path) as rec:
+        rec.update(c, y, questions=[f"question number {i} " * 4 for i in range(2000)])
+        rec.store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    data[8192:16384] = b"\xff" * 8192  # smash pages in the middle of the feedback table
+    path.write_bytes(bytes(data))
+    with pytest.raises(CalibError, match="damaged") as err:
+        with FeedbackStore(path) as store:
+            store.rows()
+    assert "\n" not in str(err.value)
+    assert path.read_bytes() == bytes(data)  # never modified
+
+
+def test_locked_database_is_one_line_error_and_loses_nothing(tmp_path):
+    path = tmp_path / "fb.db"
+    c, y = rows(20)
+    rec = Recalibrator(path, timeout=0.2)
+    rec.update(c[:10], y[:10])
+    before = (rec.store.count(), rec.calibrator.counts.copy())
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(CalibError, match="locked by another writer") as err:
+            rec.update(c[10:], y[10:])
+        assert "\n" not in str(err.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert rec.store.count() == before[0] and np.array_equal(Recalibrator(path).calibrator.counts, before[1])
+    rec.update(c[10:], y[10:])  # after the lock is gone the same write goes through, once
+    assert rec.store.count() == 20 and rec.calibrator == OnlineHistogramCalibrator().fit(c, y)
+
+
+def test_writer_waits_for_a_short_lock(tmp_path):
+    path = tmp_path / "fb.db"
+    rec = Recalibrator(path, timeout=10)
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    rec.update([0.4], [1])  # blocks until the other writer commits, then succeeds
+    release.join()
+    holder.close()
+    assert rec.store.count() == 1
+
+
+def test_damaged_state_is_reported_and_rebuilt_from_rows(tmp_path):
+    path = tmp_path / "fb.db"
+    c, y = rows(40)
+    Recalibrator(path).update(c, y)
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("UPDATE calibrators SET state = '{broken' WHERE name = 'default'")
+    raw.close()
+    rec = Recalibrator(path)
+    with pytest.raises(CalibError, match="damaged state") as err:
+        rec.transform([0.5])
+    assert "\n" not in str(err.value) and "refit --full" in str(err.value)
+    rec.refit(full=True)
+    assert rec.calibrator == OnlineHistogramCalibrator().fit(c, y) and rec.store.count() == 40
+
+
+def test_in_memory_recalibrator_matches_batch(tmp_path):
+    c, y = rows(100)
+    rec = Recalibrator(None, kind="isotonic")
+    for i in range(0, 100, 30):
+        rec.update(c[i : i + 30], y[i : i + 30])
+    assert rec.calibrator == IsotonicCalibrator().fit(c, y)
+    assert rec.refit(kind="histogram").kind == "histogram"
