@@ -115,7 +115,7 @@ def test_not_a_database_is_one_line_error_and_file_untouched(tmp_path):
     assert not (tmp_path / "fb.db-wal").exists() or (tmp_path / "fb.db-wal").stat().st_size == 0
 
 
-def test_damaged_pages_are_reported_and_rows_before_damage_survive_in_backup(tmp_path):
+def test_damaged_pages_are_one_line_error_and_file_untouched(tmp_path):
     path = tmp_path / "fb.db"
     c, y = rows(2000)
     with Recalibrator(path) as rec:
@@ -124,9 +124,8 @@ def test_damaged_pages_are_reported_and_rows_before_damage_survive_in_backup(tmp
     data = bytearray(path.read_bytes())
     data[8192:16384] = b"\xff" * 8192  # smash pages in the middle of the feedback table
     path.write_bytes(bytes(data))
-    with pytest.raises(CalibError, match="damaged") as err:
-        with FeedbackStore(path) as store:
-            store.rows()
+    with pytest.raises(CalibError, match="damaged") as err, FeedbackStore(path) as store:
+        store.rows()
     assert "\n" not in str(err.value)
     assert path.read_bytes() == bytes(data)  # never modified
 

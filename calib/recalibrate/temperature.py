@@ -9,6 +9,7 @@ temperature (re-generation, which changes the answers and hence accuracy). Both 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, Self
@@ -90,10 +91,22 @@ def _fit_log_t(
 
 
 def fit_temperature(logits: Any, labels: Any, max_iter: int = 100, tol: float = 1e-6) -> float:
-    """The T > 0 minimising the NLL of `labels` [n] under softmax(logits [n, V] / T): calibration rows only."""
+    """The T > 0 minimising the NLL of `labels` [n] under softmax(logits [n, V] / T): calibration rows only.
+
+    T is kept in [0.01, 100]; reaching a bound (warned) means the logits carry almost no information about the
+    labels (T -> inf: uniform predictions beat them) or the labels are always the arg-max (T -> 0).
+    """
     z, y = _check_logits(logits, labels)
     log_t, _ = _fit_log_t(z, y, max_iter=_checks.positive_int(max_iter, "max_iter"), tol=float(tol))
-    return float(np.exp(float(log_t)))
+    lo, hi = np.exp(LOG_T_RANGE)
+    t = float(np.clip(np.exp(float(log_t)), lo, hi))
+    if t <= lo * 1.001 or t >= hi * 0.999:
+        warnings.warn(
+            f"fitted temperature {t:g} reached the bound [{lo:g}, {hi:g}]: the logits barely inform the labels",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return t
 
 
 def temper_logits(logits: Any, temperature: float) -> np.ndarray:
