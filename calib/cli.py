@@ -1,0 +1,217 @@
+"""The `calib` command: the main job on Hydra, plus `calib compare` and `calib list`.
+
+    calib [KEY=VALUE ...]          one run (Hydra overrides; `calib --help` explains them)
+    calib -m KEY=V1,V2 ...         a sweep, one run per combination
+    calib compare PATH [PATH ...]  one table of the metrics of finished runs
+    calib list                     what can be named: models, tasks, estimators, metrics, config options
+
+User errors (unknown group option or key, wrong type, bad value, missing file) end with one line on stderr and
+exit code 2, before anything is written to the artifact store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from calib.errors import CalibError
+
+EXIT_USER_ERROR = 2
+
+
+def config_dir() -> Path:
+    """configs/ next to the calib package (a source checkout or editable install), or $CALIB_CONFIG_DIR."""
+    path = Path(os.environ.get("CALIB_CONFIG_DIR") or Path(__file__).resolve().parent.parent / "configs")
+    if not (path / "config.yaml").is_file():
+        raise CalibError(f"no configs/config.yaml at {path}; run calib from a checkout or set CALIB_CONFIG_DIR")
+    return path
+
+
+# ---- one-line messages for configuration errors ------------------------------------------------------------------
+def _schema_fields(full_key: str) -> list[str] | None:
+    """Field names of the structured config that holds `full_key` (for 'unknown key' messages)."""
+    import dataclasses
+
+    from calib.pipeline.config import RunConfig
+
+    node: object = RunConfig
+    for part in full_key.split(".")[:-1]:
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            return None
+        node = fields[part].default_factory() if fields[part].default_factory is not dataclasses.MISSING else None
+    return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else None
+
+
+def _flatten(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def one_line(err: BaseException) -> str | None:
+    """The message a user should see for a configuration error, or None for anything else (a bug: traceback)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        MissingMandatoryValue,
+        OmegaConfBaseException,
+    )
+
+    if isinstance(err, CalibError):
+        return str(err)
+    chain, cause = [], err
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for e in chain:
+        if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
+            key = e.full_key
+            first = str(e).splitlines()[0]
+            if isinstance(e, MissingMandatoryValue):
+                return f"{key} has no value (???): set it, e.g. {key}=..."
+            if isinstance(e, ConfigKeyError | ConfigAttributeError):
+                return unknown_key_message(key)
+            return f"{key}: {first}"
+    for e in chain:
+        if isinstance(e, HydraException | OmegaConfBaseException):
+            text = str(e)
+            options = re.search(r"Available options in '([^']+)':\n((?:\t.*\n?)*)", text)
+            if options:
+                missing = re.search(r"Could not find '([^']+)'", text)
+                what = f"no config option {missing.group(1)!r}" if missing else _flatten(text.splitlines()[0])
+                return f"{what}; options for {options.group(1)}: {', '.join(options.group(2).split())}"
+            override = re.search(r"Could not override '([^']+)'", text)
+            if override:
+                return unknown_key_message(override.group(1))
+            return _flatten(text)
+    return None
+
+
+def unknown_key_message(key: str) -> str:
+    fields = _schema_fields(key)
+    known = f"; keys there: {', '.join(fields)}" if fields else ""
+    return f"unknown config key {key}{known}"
+
+
+# ---- the Hydra job -----------------------------------------------------------------------------------------------
+def _remove_failed_run_dir(run_dir: Path) -> None:
+    """A run that failed before any output keeps nothing behind (Hydra created the folder for its logs)."""
+    if (run_dir / "manifest.json").exists() or not run_dir.is_dir():
+        return
+    leftovers = {p.name for p in run_dir.iterdir()} - {".hydra", "calib.log"}
+    if not leftovers:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _job(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from calib.pipeline.config import to_run_config
+    from calib.pipeline.run import run
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(to_run_config(cfg), run_dir)
+    except Exception as err:
+        message = one_line(err)
+        if message is None:
+            raise
+        # Ending here (not in Hydra's handler) keeps the message to one line; in a sweep it stops the sweep.
+        _remove_failed_run_dir(run_dir)
+        print(f"calib: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR) from None
+
+
+def _hydra(argv: list[str]) -> None:
+    import hydra
+
+    from calib.pipeline.config import register_configs
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # weight-loading bars of sentence-transformers
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach main(), which prints them as one line
+    register_configs()
+    entry = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_job)
+    saved = sys.argv
+    sys.argv = ["calib", *argv]
+    try:
+        entry()
+    except Exception as err:
+        message = one_line(err)
+        if message is None or full_error:
+            raise
+        print(f"calib: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    finally:
+        sys.argv = saved
+
+
+# ---- calib compare / calib list -----------------------------------------------------------------------------------
+def _compare(argv: list[str]) -> None:
+    from calib.pipeline.compare import compare, print_tables
+    from calib.pipeline.evaluate import METRICS
+
+    parser = argparse.ArgumentParser(
+        prog="calib compare",
+        description="One table of the metrics of finished runs, e.g. every run of a sweep folder. Runs are "
+        "labelled by the overrides in which they differ. Writes compare.csv, compare.md and compare_<metric>.png.",
+    )
+    parser.add_argument("paths", nargs="+", help="run folders, or folders containing runs (a sweep folder)")
+    parser.add_argument(
+        "--metric", action="append", choices=list(METRICS), help="metric to tabulate (repeatable; default auroc, ece)"
+    )
+    parser.add_argument("--group", default="all", help="question group: all, closed or open_ended (default all)")
+    parser.add_argument("--out", help="folder for the outputs (default: the first path)")
+    parser.add_argument("--no-figures", action="store_true", help="skip the plots")
+    args = parser.parse_args(argv)
+    metrics = args.metric or ["auroc", "ece"]
+    tables = compare(args.paths, metrics, args.group, args.out, figures=not args.no_figures)
+    print_tables(tables, Path(args.out or args.paths[0]))
+
+
+def _list(argv: list[str]) -> None:
+    from calib.estimators import get_estimator, list_estimators
+    from calib.models import list_models
+    from calib.pipeline.evaluate import METRICS
+    from calib.tasks import describe_tasks, list_tasks
+
+    argparse.ArgumentParser(prog="calib list", description="What a config can name.").parse_args(argv)
+    print("models (model=NAME or model.name=gguf:PATH / hf:PATH):\n  " + ", ".join(list_models()))
+    described = describe_tasks()
+    print("tasks (task.name=NAME):")
+    for name in list_tasks():
+        print(f"  {name:22s} {described.get(name, '(plugin)')[:90]}")
+    print("estimators (estimators.names=[a,b,...]; 'all' = every one the run can feed):")
+    for name in list_estimators():
+        needs = ", ".join(sorted(n.label for n in get_estimator(name).needs))
+        print(f"  {name:28s} needs {needs}")
+    print("metrics (metrics.names=[...]):\n  " + ", ".join(METRICS))
+    root = config_dir()
+    print("config groups (GROUP=OPTION):")
+    for group in ("model", "task", "decoding", "estimators", "metrics", "experiment"):
+        options = sorted(p.stem for p in (root / group).glob("*.yaml"))
+        print(f"  {group:11s} {', '.join(options)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `calib` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "compare":
+            return _compare(argv[1:])
+        if argv and argv[0] == "list":
+            return _list(argv[1:])
+        return _hydra(argv)
+    except CalibError as err:
+        print(f"calib: error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
+if __name__ == "__main__":
+    main()

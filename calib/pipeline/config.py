@@ -1,0 +1,234 @@
+"""Structured configs of a run (dataclasses registered in Hydra's ConfigStore) and the value checks Hydra can't do.
+
+Hydra composes `configs/config.yaml` with one option per group (model/, task/, decoding/, estimators/, metrics/,
+experiment/) on top of `RunConfig`, so a key that is not a field, or a value of the wrong type, fails while the
+config is composed. `validate()` then checks values (ranges, names of tasks, estimators and metrics) before the
+run touches the artifact store, and names the key and what it accepts in one line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from calib.errors import CalibError
+
+ALL = "all"  # estimators.names entry: every registered estimator whose needs the run can meet
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m-instruct"  # built-in name, gguf:PATH, hf:PATH, tiny-llama or tiny-gemma3
+    dtype: str = "float32"  # float32 | bfloat16
+    seed: int = 0  # initialisation seed of the tiny random models only
+
+
+@dataclass
+class TaskConfig:
+    name: str = "mixed"  # any name of calib.tasks.list_tasks(), including entry-point plugins
+    limit: int | None = 200  # keep the first `limit` questions after the seeded shuffle (null: all)
+    seed: int = 0
+    split: str | None = None  # calibration | test | null (all questions)
+    options: dict[str, Any] = field(default_factory=dict)  # passed to load_task (e.g. per_category, path)
+    prompt_style: str | None = None  # chat | completion | null (what the model expects)
+    n_shots: int | None = None  # demonstrations in the prompt (null: the style's default)
+    system: str | None = None  # system message for chat prompts
+    template: str | None = None  # raw prompt, e.g. "Q: {question}\nA:" (no chat template, no instruction)
+    grading: dict[str, Any] = field(default_factory=dict)  # options of calib.tasks.grade_detail
+
+
+@dataclass
+class DecodingConfig:
+    num_samples: int = 10  # K sampled answers per question besides the greedy one (0: greedy only)
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    stop: list[str] = field(default_factory=lambda: ["\n"])
+    seed: int = 0
+    shard_size: int = 32  # questions per generate call and per stored shard (does not change the results)
+
+
+@dataclass
+class EstimatorsConfig:
+    names: list[str] = field(default_factory=lambda: [ALL])  # "all" = every estimator this run can feed
+    exclude: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)  # {estimator name: {param: value}}
+    semantic: str = "embedding"  # exact | embedding | nli | judge
+    semantic_options: dict[str, Any] = field(default_factory=dict)
+    clustering: str = "greedy"  # greedy | components
+
+
+@dataclass
+class MetricsConfig:
+    names: list[str] = field(
+        default_factory=lambda: [
+            "auroc",
+            "auprc",
+            "prr",
+            "aurc",
+            "auarc",
+            "selective_accuracy",
+            "spearman",
+            "ece",
+            "mce",
+            "rmsce",
+            "ace",
+            "smece",
+            "brier",
+            "nll",
+        ]
+    )
+    n_bins: int = 15
+    binning: str = "uniform"  # uniform | quantile (ECE family)
+    n_resamples: int = 1000  # bootstrap resamples for the intervals (0: no intervals)
+    alpha: float = 0.05  # 1 - alpha intervals
+    seed: int = 0
+    groups: bool = True  # also evaluate closed and open-ended questions separately
+    show: list[str] = field(default_factory=lambda: ["auroc", "prr", "ece", "brier", "smece"])  # printed
+
+
+@dataclass
+class ReportConfig:
+    figures: bool = True
+    risk_coverage_top: int = 8  # estimators drawn in the risk-coverage plot (best AUROC first)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    estimators: EstimatorsConfig = field(default_factory=EstimatorsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    artifacts_dir: str = "${oc.env:CALIB_ARTIFACTS_DIR,out/artifacts}"  # shared by every run
+    progress: bool = True
+
+
+def register_configs() -> None:
+    """Put the schemas where configs/*.yaml find them (`defaults: [run_schema, ...]`)."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+
+
+def unknown_keys(node: Any, schema: type, prefix: str = "") -> list[str]:
+    """Keys of a config that its dataclass schema lacks (Hydra lets `+key=value` add them)."""
+    known = {f.name: f for f in fields(schema)}
+    out = []
+    for key in node:
+        spec = known.get(key)
+        if spec is None:
+            out.append(prefix + str(key))
+            continue
+        child = spec.default_factory if spec.default_factory is not MISSING else None
+        if child is not None and is_dataclass(child):
+            out += unknown_keys(node[key], child, f"{prefix}{key}.")
+    return out
+
+
+def to_run_config(cfg: DictConfig | RunConfig) -> RunConfig:
+    """A plain RunConfig object from Hydra's DictConfig (interpolations resolved, no keys the schema lacks)."""
+    if isinstance(cfg, RunConfig):
+        return cfg
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    extra = unknown_keys(cfg, RunConfig)
+    if extra:
+        raise CalibError(f"unknown config key {extra[0]}: calib does not read it; see `calib --help` for the keys")
+    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+    return OmegaConf.to_object(merged)
+
+
+# ---- value checks -----------------------------------------------------------------------------------------------
+def _fail(key: str, value: Any, expected: str) -> None:
+    raise CalibError(f"{key}={value!r} is not allowed: {expected}")
+
+
+def _positive(key: str, value: int | None, minimum: int = 1, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or value < minimum:
+        _fail(key, value, f"use an integer >= {minimum}" + (" or null" if optional else ""))
+
+
+def _choice(key: str, value: Any, allowed: list[Any]) -> None:
+    if value not in allowed:
+        _fail(key, value, "choose one of " + ", ".join(map(str, allowed)))
+
+
+def _names(key: str, names: list[str], known: list[str]) -> None:
+    for name in names:
+        if name not in known:
+            _fail(key, name, "known names are " + ", ".join(known))
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise one CalibError naming the first bad value and what the key accepts."""
+    from calib.estimators import list_estimators
+    from calib.models import list_models
+    from calib.pipeline.evaluate import METRICS
+    from calib.semantic import BACKENDS
+    from calib.tasks import list_tasks
+
+    m = cfg.model
+    if not (m.name in list_models() or m.name.startswith(("gguf:", "hf:"))):
+        _fail("model.name", m.name, f"use one of {', '.join(list_models())}, gguf:PATH or hf:PATH")
+    if m.name in ("gguf:", "hf:"):
+        _fail("model.name", m.name, f"give the path, e.g. model.name={m.name}/path/to/model")
+    if m.name.startswith("gguf:") and not os.path.isfile(os.path.expanduser(m.name[5:])):
+        _fail("model.name", m.name, "the GGUF file does not exist; check the path")
+    if m.name.startswith("hf:") and not os.path.isdir(os.path.expanduser(m.name[3:])):
+        _fail("model.name", m.name, "the HF model folder does not exist; check the path")
+    _choice("model.dtype", m.dtype, ["float32", "bfloat16"])
+
+    t = cfg.task
+    _choice("task.name", t.name, list_tasks())
+    _positive("task.limit", t.limit, optional=True)
+    _choice("task.split", t.split, [None, "calibration", "test"])
+    _choice("task.prompt_style", t.prompt_style, [None, "chat", "completion"])
+    _positive("task.n_shots", t.n_shots, minimum=0, optional=True)
+    if t.template is not None and "{question}" not in t.template:
+        _fail("task.template", t.template, "a template must contain {question} (and may contain {context})")
+
+    d = cfg.decoding
+    _positive("decoding.num_samples", d.num_samples, minimum=0)
+    _positive("decoding.max_new_tokens", d.max_new_tokens)
+    _positive("decoding.shard_size", d.shard_size)
+    _positive("decoding.top_k", d.top_k, optional=True)
+    if d.temperature < 0:
+        _fail("decoding.temperature", d.temperature, "use a number >= 0 (0 samples greedily)")
+    if d.top_p is not None and not 0 < d.top_p <= 1:
+        _fail("decoding.top_p", d.top_p, "use a number in (0, 1] or null")
+    if d.min_p is not None and not 0 <= d.min_p < 1:
+        _fail("decoding.min_p", d.min_p, "use a number in [0, 1) or null")
+
+    e = cfg.estimators
+    known = list_estimators()
+    if not e.names:
+        _fail("estimators.names", e.names, f"name at least one estimator, or [{ALL}]")
+    _names("estimators.names", e.names, [ALL, *known])
+    _names("estimators.exclude", e.exclude, known)
+    _names("estimators.params", list(e.params), known)
+    for name, params in e.params.items():
+        if not isinstance(params, dict):
+            _fail(f"estimators.params.{name}", params, "use a mapping of parameter names to values")
+    _choice("estimators.semantic", e.semantic, sorted(BACKENDS))
+    _choice("estimators.clustering", e.clustering, ["greedy", "components"])
+
+    mc = cfg.metrics
+    if not mc.names:
+        _fail("metrics.names", mc.names, "name at least one metric")
+    _names("metrics.names", mc.names, list(METRICS))
+    _names("metrics.show", mc.show, mc.names)
+    _positive("metrics.n_bins", mc.n_bins)
+    _choice("metrics.binning", mc.binning, ["uniform", "quantile"])
+    if mc.n_resamples == 1 or mc.n_resamples < 0:
+        _fail("metrics.n_resamples", mc.n_resamples, "use 0 (no intervals) or an integer >= 2")
+    if not 0 < mc.alpha < 1:
+        _fail("metrics.alpha", mc.alpha, "use a number in (0, 1), e.g. 0.05 for 95% intervals")
+    _positive("report.risk_coverage_top", cfg.report.risk_coverage_top)

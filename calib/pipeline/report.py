@@ -1,0 +1,207 @@
+"""The report stage: what a run leaves in its folder, and the table printed at the end.
+
+    results.parquet   one row per question x estimator: confidence, raw score, correctness, category
+    metrics.csv       estimator x metric with bootstrap intervals (one block of rows per question group)
+    metrics.md        the same as Markdown tables
+    figures/          reliability diagrams (one panel per estimator) and risk-coverage curves, PNG + PDF
+    report.md         ties them together with accuracy per category, stage provenance and the run's config
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calib.cache import atomic_write_text
+from calib.pipeline.evaluate import METRICS, wide_table
+from calib.pipeline.store import write_table
+
+
+def results_table(grades: pd.DataFrame, estimates: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Long per-question table joining the grades with every estimator's confidence and raw score."""
+    keep = ["question_id", "question", "category", "open_ended", "answer", "extracted", "correct", "score"]
+    parts = []
+    for name, arrays in estimates.items():
+        part = grades[keep].copy()
+        part.insert(4, "estimator", name)
+        part["confidence"] = np.asarray(arrays["confidence"], dtype=np.float64)
+        part["raw"] = np.asarray(arrays["raw"], dtype=np.float64)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _cell(value: float, low: float, high: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if math.isnan(low) or math.isnan(high):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def order_estimators(metrics: pd.DataFrame, by: str | None) -> list[str]:
+    """Estimators best first by one metric of the "all" group (NaN last), else in their original order."""
+    names = list(dict.fromkeys(metrics["estimator"]))
+    if by is None or by not in set(metrics["metric"]):
+        return names
+    part = metrics[(metrics["group"] == "all") & (metrics["metric"] == by)].set_index("estimator")["value"]
+    sign = -1.0 if METRICS[by].higher_is_better else 1.0
+    return sorted(names, key=lambda n: (math.isnan(part.get(n, math.nan)), sign * part.get(n, 0.0)))
+
+
+def markdown_table(metrics: pd.DataFrame, group: str, metric_names: Sequence[str], order: Sequence[str]) -> str:
+    part = metrics[metrics["group"] == group]
+    header = ["estimator", "n", *(f"{METRICS[m].label} {'↑' if METRICS[m].higher_is_better else '↓'}" for m in metric_names)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for name in order:
+        rows = part[part["estimator"] == name].set_index("metric")
+        if rows.empty:
+            continue
+        n = int(rows["n"].iloc[0])
+        missing = int(rows["n_missing"].iloc[0])
+        cells = [_cell(*rows.loc[m, ["value", "low", "high"]].astype(float)) for m in metric_names]
+        lines.append("| " + " | ".join([name, f"{n}" + (f" ({missing} missing)" if missing else ""), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def write_metrics(run_dir: Path, metrics: pd.DataFrame, metric_names: Sequence[str], order: Sequence[str], alpha: float) -> None:
+    wide = wide_table(metrics, list(metric_names))
+    wide["estimator"] = pd.Categorical(wide["estimator"], categories=list(order), ordered=True)
+    groups = list(dict.fromkeys(metrics["group"]))
+    wide["group"] = pd.Categorical(wide["group"], categories=groups, ordered=True)
+    wide = wide.sort_values(["group", "estimator"]).astype({"estimator": str, "group": str})
+    atomic_write_text(run_dir / "metrics.csv", wide.to_csv(index=False, float_format="%.6g"))
+    level = round(100 * (1 - alpha))
+    blocks = [f"Values are point estimates with {level}% percentile-bootstrap intervals over questions."]
+    for group in groups:
+        blocks.append(f"## {group.replace('_', '-')} questions\n\n" + markdown_table(metrics, group, metric_names, order))
+    atomic_write_text(run_dir / "metrics.md", "# Metrics\n\n" + "\n\n".join(blocks) + "\n")
+
+
+def write_figures(
+    run_dir: Path, grades: pd.DataFrame, estimates: dict, order: Sequence[str], n_bins: int, binning: str, top: int
+) -> list[str]:
+    """Reliability diagrams (grid, one panel per estimator) and risk-coverage curves of the best `top`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from calib.plots import reliability_diagram, risk_coverage_curve, save_figure
+
+    correct = grades["correct"].to_numpy(np.float64)
+    usable = [n for n in order if np.isfinite(estimates[n]["confidence"]).any()]
+    written = []
+    if usable:
+        cols = min(5, len(usable))
+        rows = math.ceil(len(usable) / cols)
+        fig = Figure(figsize=(3.2 * cols, 3.0 * rows), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
+        for ax, name in zip(axes, usable):
+            conf = estimates[name]["confidence"]
+            valid = np.isfinite(conf)
+            reliability_diagram(conf[valid], correct[valid], n_bins=n_bins, binning=binning, ax=ax, title=name)
+            ax.legend().set_visible(False)
+        for ax in axes[len(usable) :]:
+            ax.set_visible(False)
+        written += save_figure(fig, run_dir / "figures" / "reliability")
+    complete = [n for n in usable if np.isfinite(estimates[n]["confidence"]).all()][:top]
+    if complete:
+        fig = risk_coverage_curve({n: estimates[n]["confidence"] for n in complete}, correct)
+        fig.set_size_inches(5.5, 4.5)
+        written += save_figure(fig, run_dir / "figures" / "risk_coverage")
+    return [str(Path(p).relative_to(run_dir)) for p in written]
+
+
+def accuracy_table(grades: pd.DataFrame) -> str:
+    rows = ["| category | kind | questions | greedy accuracy | sample accuracy |", "|---|---|---:|---:|---:|"]
+    for category, part in grades.groupby("category", sort=False):
+        kind = "open-ended" if part["open_ended"].iloc[0] else "closed"
+        rows.append(
+            f"| {category or '-'} | {kind} | {len(part)} | {part['correct'].mean():.3f} | {part['sample_accuracy'].mean():.3f} |"
+        )
+    rows.append(
+        f"| **all** | | {len(grades)} | {grades['correct'].mean():.3f} | {grades['sample_accuracy'].mean():.3f} |"
+    )
+    return "\n".join(rows)
+
+
+def write_report(
+    run_dir: Path,
+    *,
+    grades: pd.DataFrame,
+    estimates: dict[str, dict[str, np.ndarray]],
+    metrics: pd.DataFrame,
+    metric_names: Sequence[str],
+    order: Sequence[str],
+    alpha: float,
+    n_bins: int,
+    binning: str,
+    figures: bool,
+    top: int,
+    manifest: dict,
+    config_yaml: str,
+    skipped: dict[str, str],
+) -> Path:
+    """Write every output of the run into run_dir and return the path of report.md."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_table(run_dir / "results.parquet", results_table(grades, estimates))
+    write_metrics(run_dir, metrics, metric_names, order, alpha)
+    figure_files = (
+        write_figures(run_dir, grades, estimates, order, n_bins, binning, top) if figures else []
+    )
+    summary = manifest["summary"]
+    parts = [
+        f"# calib run: {summary['model']} on {summary['task']}",
+        f"{summary['questions']} questions, greedy answer + {summary['num_samples']} samples each "
+        f"(temperature {summary['temperature']}, up to {summary['max_new_tokens']} new tokens). "
+        f"Greedy accuracy **{grades['correct'].mean():.3f}**. "
+        f"Outputs: `results.parquet` (per question x estimator), `metrics.csv`, `metrics.md`, `figures/`.",
+        "## Accuracy\n\n" + accuracy_table(grades),
+        "## Estimators (all questions)\n\n"
+        f"Sorted by {METRICS[metric_names[0]].label}; {round(100 * (1 - alpha))}% bootstrap intervals. "
+        "Per-group tables: `metrics.md`.\n\n" + markdown_table(metrics, "all", metric_names, order),
+    ]
+    if figure_files:
+        parts.append(
+            "## Figures\n\n" + "\n".join(f"![{Path(f).stem}]({f})" for f in figure_files if f.endswith(".png"))
+        )
+    if skipped:
+        parts.append(
+            "## Skipped estimators\n\n" + "\n".join(f"- `{n}`: {why}" for n, why in sorted(skipped.items()))
+        )
+    stage_rows = ["| stage | key | reused | seconds |", "|---|---|---|---:|"]
+    for stage, info in manifest["stages"].items():
+        stage_rows.append(
+            f"| {stage} | `{info.get('key', '-')}` | {'yes' if info.get('cached') else 'no'} | {info.get('seconds', 0):.1f} |"
+        )
+    parts.append(
+        "## Provenance\n\nArtifacts: `" + manifest["artifacts_dir"] + "` (reused when the key matches).\n\n"
+        + "\n".join(stage_rows)
+    )
+    parts.append("## Config\n\n```yaml\n" + config_yaml.rstrip() + "\n```")
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n\n".join(parts) + "\n")
+    return path
+
+
+def print_table(metrics: pd.DataFrame, show: Sequence[str], order: Sequence[str], title: str) -> None:
+    """The estimator x metric table of all questions on the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("estimator", no_wrap=True)
+    table.add_column("n", justify="right")
+    for m in show:
+        table.add_column(f"{METRICS[m].label} {'↑' if METRICS[m].higher_is_better else '↓'}", justify="right")
+    part = metrics[metrics["group"] == "all"]
+    for name in order:
+        rows = part[part["estimator"] == name].set_index("metric")
+        if rows.empty:
+            continue
+        cells = [_cell(*rows.loc[m, ["value", "low", "high"]].astype(float)) for m in show]
+        table.add_row(name, str(int(rows["n"].iloc[0])), *cells)
+    Console(width=max(120, Console().width)).print(table)

@@ -1,0 +1,166 @@
+"""One run of the main job: model + task -> generate -> grade -> estimate -> evaluate -> report.
+
+Everything is checked before the first artifact is written: config values, the model file, the task, and whether
+the run can feed every requested estimator. Stages whose key is already in the store are read back, not recomputed;
+`manifest.json` in the run folder records each stage's key, whether it was reused, and its time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from calib.pipeline import evaluate as evaluate_stage
+from calib.pipeline import generation, report, stages
+from calib.pipeline.config import RunConfig, validate
+from calib.pipeline.store import ArtifactStore, artifact_key, write_json, write_table
+
+log = logging.getLogger("calib")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report: Path
+    metrics: pd.DataFrame
+    manifest: dict
+
+
+def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> RunResult:
+    """Run (or resume) the whole job described by cfg and write its outputs into run_dir."""
+    from calib.decode.generate import encode_prompts
+    from calib.estimators import available_needs
+    from calib.models import load_model
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    validate(cfg)
+    store = ArtifactStore(cfg.artifacts_dir)
+    K = cfg.decoding.num_samples
+    needs = available_needs(num_samples=K, has_model=True, has_questions=True, has_token_stats=True, has_hidden=True)
+    estimators, skipped = stages.resolve_estimators(cfg.estimators, needs)
+    for name, why in skipped.items():
+        log.info("skipping estimator %s: %s", name, why)
+    examples = stages.load_examples(cfg.task)
+    log.info("task %s: %d questions", cfg.task.name, len(examples))
+
+    t = time.perf_counter()
+    lm = load_model(cfg.model.name, dtype=cfg.model.dtype, seed=cfg.model.seed)
+    log.info("model %s loaded in %.1f s", lm.name, time.perf_counter() - t)
+    style = stages.prompt_style(cfg.task, lm)
+    prompts = stages.build_prompts(examples, lm, cfg.task)
+    encode_prompts(lm, prompts, cfg.decoding.max_new_tokens)  # a prompt too long for the context fails now
+    task_hash = stages.task_fingerprint(examples)
+    manifest = {"artifacts_dir": str(store.root), "stages": {}}
+
+    # generate
+    t = time.perf_counter()
+    decoding = stages.decoding_inputs(cfg.decoding)
+    gen_inputs = {
+        "model_digest": lm.digest,
+        "dtype": cfg.model.dtype,
+        "prompts": stages.content_hash(prompts),
+        "questions": len(prompts),
+        "decoding": decoding,
+    }
+    gen_key = artifact_key(generation.STAGE, generation.VERSION, gen_inputs)
+    spec = generation.DecodingSpec(**{**decoding, "stop": tuple(decoding["stop"])})
+    gens, record = generation.run_generate(
+        store, gen_key, gen_inputs, lm, prompts, spec, cfg.decoding.shard_size, cfg.progress
+    )
+    greedy, samples = generation.split_greedy(gens, K)
+    manifest["stages"]["generate"] = {"key": gen_key, **record, "seconds": time.perf_counter() - t}
+
+    # grade
+    t = time.perf_counter()
+    grading = dict(cfg.task.grading)
+    grade_key = stages.grade_key(gen_key, task_hash, grading)
+    grades, record = stages.run_grade(store, grade_key, examples, greedy, samples, grading)
+    manifest["stages"]["grade"] = {"key": grade_key, **record, "seconds": time.perf_counter() - t}
+    log.info("greedy accuracy %.3f on %d questions", grades["correct"].mean(), len(grades))
+
+    # estimate
+    t = time.perf_counter()
+    base = {"generate": gen_key, "task": task_hash, "prompt_style": style}
+    keys = {name: stages.estimator_key(name, est, base, cfg.estimators) for name, est in estimators.items()}
+    estimates, record = stages.run_estimate(
+        store,
+        estimators,
+        keys,
+        lambda: stages.make_bundle(lm, greedy, samples, examples, cfg.estimators, style),
+        cfg.progress,
+    )
+    manifest["stages"]["estimate"] = {"keys": keys, **record, "seconds": time.perf_counter() - t}
+
+    # evaluate
+    t = time.perf_counter()
+    metric_inputs = evaluate_stage.metrics_inputs(cfg.metrics)
+    eval_key = artifact_key(
+        "evaluate", evaluate_stage.VERSION, {"grade": grade_key, "estimates": keys, "metrics": metric_inputs}
+    )
+    if store.has("evaluate", eval_key):
+        metrics = pd.read_parquet(store.path("evaluate", eval_key) / "metrics.parquet")
+        cached = True
+    else:
+        metrics = evaluate_stage.evaluate(
+            grades["correct"].to_numpy(),
+            grades["open_ended"].to_numpy(),
+            {n: a["confidence"] for n, a in estimates.items()},
+            cfg.metrics,
+            cfg.progress,
+        )
+        store.put(
+            "evaluate", eval_key, lambda tmp: write_table(tmp / "metrics.parquet", metrics), {"inputs": metric_inputs}
+        )
+        cached = False
+    manifest["stages"]["evaluate"] = {"key": eval_key, "cached": cached, "seconds": time.perf_counter() - t}
+
+    # report
+    t = time.perf_counter()
+    order = report.order_estimators(metrics, cfg.metrics.names[0])
+    manifest["summary"] = {
+        "model": cfg.model.name,
+        "task": cfg.task.name,
+        "questions": len(examples),
+        "num_samples": K,
+        "temperature": cfg.decoding.temperature,
+        "max_new_tokens": cfg.decoding.max_new_tokens,
+        "accuracy": float(grades["correct"].mean()),
+        "estimators": list(order),
+        "skipped_estimators": skipped,
+    }
+    manifest["stages"]["report"] = {
+        "key": artifact_key("report", 1, {"evaluate": eval_key, "report": asdict(cfg.report)}),
+        "cached": False,
+    }
+    config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    path = report.write_report(
+        run_dir,
+        grades=grades,
+        estimates=estimates,
+        metrics=metrics,
+        metric_names=cfg.metrics.names,
+        order=order,
+        alpha=cfg.metrics.alpha,
+        n_bins=cfg.metrics.n_bins,
+        binning=cfg.metrics.binning,
+        figures=cfg.report.figures,
+        top=cfg.report.risk_coverage_top,
+        manifest={**manifest, "stages": {**manifest["stages"], "report": {**manifest["stages"]["report"], "seconds": 0.0}}},
+        config_yaml=config_yaml,
+        skipped=skipped,
+    )
+    manifest["stages"]["report"]["seconds"] = time.perf_counter() - t
+    manifest["seconds"] = time.perf_counter() - started
+    write_json(run_dir / "manifest.json", manifest)
+    if print_summary:
+        title = f"{cfg.model.name} on {cfg.task.name}: {len(examples)} questions, accuracy {grades['correct'].mean():.3f}"
+        report.print_table(metrics, cfg.metrics.show, order, title)
+    log.info("finished in %.1f s; report: %s", manifest["seconds"], path)
+    return RunResult(run_dir, path, metrics, manifest)
+

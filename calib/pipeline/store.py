@@ -1,0 +1,127 @@
+"""The artifact store: every stage output lives under `<root>/<stage>/<key>/`, where the key hashes all its inputs.
+
+A key is the sha256 of canonical JSON of (stage, code version of the stage, inputs): the stage's own config, the
+keys of the artifacts it reads, the model weights' digest. Same inputs -> same key -> the stored result is reused;
+any change -> a new key, so a stale result is never read. Each artifact folder is written under a temporary name
+and renamed into place whole (calib.cache.atomic_dir), so a process killed at any moment leaves either a complete
+artifact or none; `meta.json` inside records the inputs for provenance.
+
+File formats: arrays in safetensors, tables in Parquet (pyarrow), small metadata in JSON; never pickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calib.cache import atomic_dir, atomic_write_text
+
+META = "meta.json"
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces); tuples become lists, numpy scalars plain numbers."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, set | frozenset):
+            return sorted(obj)
+        if isinstance(obj, Path):
+            return str(obj)
+        raise TypeError(f"cannot hash a {type(obj).__name__} into an artifact key: {obj!r}")
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=default, ensure_ascii=False)
+
+
+def content_hash(value: Any) -> str:
+    """sha256 hex of a JSON-able value (used for prompts, task contents, configs)."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def artifact_key(stage: str, version: int, inputs: Mapping[str, Any]) -> str:
+    """The 20-hex-digit key of a stage's artifact from its code version and everything that determines it."""
+    return content_hash({"stage": stage, "version": version, "inputs": dict(inputs)})[:20]
+
+
+class ArtifactStore:
+    """Stage outputs addressed by (stage, key); written atomically, read many times."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser()
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def has(self, stage: str, key: str) -> bool:
+        """True when the artifact is complete (its meta.json is written last, inside the atomic folder)."""
+        return (self.path(stage, key) / META).is_file()
+
+    def meta(self, stage: str, key: str) -> dict:
+        return json.loads((self.path(stage, key) / META).read_text())
+
+    def put(self, stage: str, key: str, write: Callable[[Path], None], meta: Mapping[str, Any]) -> Path:
+        """Build the artifact with write(tmp_folder) and rename it into place with its meta.json; all or nothing."""
+        final = self.path(stage, key)
+        with atomic_dir(final) as tmp:
+            write(tmp)
+            (tmp / META).write_text(canonical_json({"stage": stage, "key": key, **meta}))
+        return final
+
+    def keys(self, stage: str) -> list[str]:
+        """Complete artifacts of a stage (temporary folders of interrupted writers are ignored)."""
+        folder = self.root / stage
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / META).is_file())
+
+
+# ---- file helpers (all writes are atomic on their own when used outside `put`) ----------------------------------
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=1, sort_keys=True, default=str, ensure_ascii=False))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """safetensors file of named numpy arrays (contiguous copies; bool stored as uint8)."""
+    from safetensors.numpy import save_file
+
+    tensors = {
+        name: np.ascontiguousarray(a.astype(np.uint8) if a.dtype == bool else a) for name, a in arrays.items()
+    }
+    save_file(tensors, str(path))
+
+
+def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def write_table(path: str | os.PathLike, table: Any) -> None:
+    """A pandas DataFrame as Parquet, written to a temporary name and renamed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_table(path: str | os.PathLike) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path)
