@@ -203,3 +203,26 @@ def test_two_devices_give_identical_samples():
     one, two = _run_with_devices(1), _run_with_devices(2)
     assert (one["devices"], two["devices"]) == (1, 2)
     assert one["ids"] == two["ids"]
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gemma3"])
+def test_continuing_from_the_cache_equals_decoding_from_scratch(name, request):
+    from calib.decode.continuation import DecodeSession, Sampling
+
+    lm = request.getfixturevalue(name)
+    prompts = [lm.encode("first prompt"), lm.encode("a much longer second prompt")]
+    sess = DecodeSession(lm, prompts, rows_per_prompt=2, greedy_rows=[True, False], room=64, seed=4)
+    sess.decode(Sampling(max_new_tokens=6, stop=()))
+    cue = lm.tokenizer(" Wait, let me check.", add_special_tokens=False)["input_ids"]
+    sess.append([cue] * sess.rows)
+    record = sess.decode(Sampling(max_new_tokens=10, stop=()))
+    for r in range(sess.rows):
+        n = int(record.lengths[r])
+        before = len(sess.history[r]) - (n - 1)  # history now also holds this pass's fed tokens
+        full = sess.history[r][:before] + [int(t) for t in record.tokens[r, :n]]
+        logits = lm.logits([full])[0].astype(np.float64)
+        logp = logits - logits.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        expected = logp[np.arange(before - 1, before - 1 + n), full[before:]]
+        np.testing.assert_allclose(record.logprobs[r, :n], expected, atol=1e-4)
+        assert full[before - len(cue) : before] == cue  # the cue really sits in the history

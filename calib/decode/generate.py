@@ -6,21 +6,15 @@ import math
 import time
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from calib.cache import enable_compilation_cache
-from calib.decode import session
+from calib.decode.continuation import DecodeSession, Sampling, collect
 from calib.decode.planning import bucket, prompts_per_batch
-from calib.decode.stops import eos_token_mask, stop_token_mask, truncate_at_stop
 from calib.decode.types import Generations
-from calib.devices import batch_sharded
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
 from calib.progress import progress_bar
-
-REASON_NAMES = {session.REASON_STOP: "stop", session.REASON_EOS: "eos", session.REASON_LENGTH: "length"}
 
 
 def _validate(prompts, num_samples, max_new_tokens, temperature, top_k, top_p, min_p) -> None:
@@ -69,6 +63,7 @@ def generate(
     include_greedy: bool = False,
     stop: Sequence[str] = ("\n",),
     seed: int = 0,
+    prompt_index_offset: int = 0,
     top_logprobs: int = 5,
     memory_budget: int | None = None,
     max_rows: int = 256,
@@ -77,135 +72,34 @@ def generate(
     """Decode each prompt K times (or once greedily) in one compiled loop per batch.
 
     With include_greedy=True each prompt also gets a greedy answer as sample 0 (so K + 1 answers; see
-    Generations.split_greedy). Same arguments and seed -> identical samples, on one device or several.
+    Generations.split_greedy). Same arguments and seed -> identical samples, on one device or several, in any
+    batch size. Row randomness depends on (seed, prompt_index_offset + prompt position, sample index), so a caller
+    that generates a long list in shards passes each shard's offset and gets exactly the one-call result.
     """
     _validate(prompts, num_samples, max_new_tokens, temperature, top_k, top_p, min_p)
     enable_compilation_cache()
-    stop = tuple(stop or ())
-    cfg = lm.config
+    sampling = Sampling(max_new_tokens, temperature, top_p, top_k, min_p, tuple(stop or ()), top_logprobs)
     started = time.perf_counter()
     encoded = encode_prompts(lm, prompts, max_new_tokens)
     k = 1 if greedy else num_samples
     rows_per_prompt = k + (1 if include_greedy and not greedy else 0)
-    row_greedy = np.array(([True] if rows_per_prompt > k else []) + [greedy] * k)
-    prompt_len = bucket(max(len(e) for e in encoded))
-    cache_len = prompt_len + bucket(max_new_tokens)
-    spec = session.SamplingSpec(max_new_tokens, top_logprobs, top_k, top_p is not None, min_p is not None)
+    greedy_rows = ([True] if rows_per_prompt > k else []) + [greedy] * k
     n_dev = lm.mesh.devices.size if lm.mesh is not None else 1
     per_batch = prompts_per_batch(
-        cfg,
-        len(prompts),
-        rows_per_prompt,
-        cache_len,
-        max_new_tokens,
-        top_logprobs,
-        jnp.dtype(lm.dtype).itemsize,
-        memory_budget,
-        max_rows,
-        n_dev,
+        lm.config, len(prompts), rows_per_prompt, bucket(max(map(len, encoded))) + bucket(max_new_tokens),
+        max_new_tokens, top_logprobs, jnp.dtype(lm.dtype).itemsize, memory_budget, max_rows, n_dev,
     )
-    graphdef, params = lm.graphdef_and_state
-    masks = (
-        jnp.asarray(stop_token_mask(lm.tokenizer, stop, cfg.vocab_size)),
-        jnp.asarray(eos_token_mask(lm.eos_ids, cfg.vocab_size)),
-    )
-    rows_sharding = batch_sharded(lm.mesh) if lm.mesh is not None and n_dev > 1 else None
     records = []
-    starts = range(0, len(prompts), per_batch)
-    for start in progress_bar(starts, "generate", enabled=progress, unit="batch"):
+    for start in progress_bar(range(0, len(prompts), per_batch), "generate", enabled=progress, unit="batch"):
         chunk = encoded[start : start + per_batch]
-        ids = np.full((per_batch, prompt_len), cfg.pad_id, np.int32)
-        lengths = np.ones(per_batch, np.int32)
-        for j, e in enumerate(chunk):
-            ids[j, : len(e)], lengths[j] = e, len(e)
-        keys = session.row_keys(seed, jnp.arange(start, start + per_batch), rows_per_prompt)
-        ids, lengths = jnp.asarray(ids), jnp.asarray(lengths)
-        if rows_sharding is not None:
-            ids, lengths, keys = jax.device_put((ids, lengths, keys), batch_sharded(lm.mesh))
-        state = session.prefill(
-            graphdef, params, ids, lengths, keys, cache_len=cache_len, repeats=rows_per_prompt
-        )
-        rows = per_batch * rows_per_prompt
-        per_row = (
-            jnp.asarray(np.tile(row_greedy, per_batch)),
-            jnp.full((rows,), temperature, jnp.float32),
-            jnp.full((rows,), top_p or 1.0, jnp.float32),
-            jnp.full((rows,), min_p or 0.0, jnp.float32),
-        )
-        if rows_sharding is not None:
-            state = jax.device_put(state, _state_shardings(state, lm.mesh))
-            per_row = jax.device_put(per_row, rows_sharding)
-        _, record = session.decode(
-            graphdef, params, state, *per_row, *masks, jnp.int32(cfg.pad_id), spec=spec
-        )
-        records.append((len(chunk), jax.device_get(record)))
-    gens = _collect(lm, prompts, records, rows_per_prompt, stop)
+        decoder = DecodeSession(lm, chunk, rows_per_prompt, greedy_rows, max_new_tokens, seed,
+                                prompt_index_offset + start, batch_prompts=per_batch)
+        records.append((len(chunk), decoder.decode(sampling)))
+    gens = collect(lm, prompts, records, rows_per_prompt, sampling.stop)
     gens.meta.update(
-        num_samples=k,
-        include_greedy=rows_per_prompt > k,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        min_p=min_p,
-        max_new_tokens=max_new_tokens,
-        stop=list(stop),
-        seed=seed,
-        seconds=time.perf_counter() - started,
+        num_samples=k, include_greedy=rows_per_prompt > k, temperature=temperature, top_p=top_p, top_k=top_k,
+        min_p=min_p, max_new_tokens=max_new_tokens, stop=list(sampling.stop), seed=seed,
+        prompt_index_offset=prompt_index_offset, seconds=time.perf_counter() - started,
         prompt_tokens=int(sum(map(len, encoded))),
     )
     return gens
-
-
-def _state_shardings(state: session.DecodeState, mesh):
-    rows = batch_sharded(mesh)
-    return session.DecodeState(
-        cache=jax.tree.map(lambda _: rows, state.cache),
-        positions=rows,
-        logits=rows,
-        hidden=rows,
-        keys=rows,
-    )
-
-
-def _collect(lm: LanguageModel, prompts, records, rows_per_prompt: int, stop: tuple[str, ...]) -> Generations:
-    """Host side: cut each row at its terminator or stop string and regroup rows as [prompt][sample]."""
-    fields = {
-        name: []
-        for name in (
-            "texts",
-            "token_ids",
-            "token_logprobs",
-            "sample_logprobs",
-            "token_entropies",
-            "top_ids",
-            "top_logprobs",
-            "stop_reasons",
-        )
-    }
-    hidden = []
-    for n_prompts, rec in records:
-        for p in range(n_prompts):
-            per_sample = {name: [] for name in fields}
-            for s in range(rows_per_prompt):
-                r = p * rows_per_prompt + s
-                n, reason = int(rec.lengths[r]), int(rec.reasons[r])
-                if reason == session.REASON_EOS:
-                    n -= 1
-                text, kept, found = truncate_at_stop(lm.tokenizer, rec.tokens[r, :n], stop)
-                name = (
-                    "stop" if found or reason == session.REASON_STOP else REASON_NAMES.get(reason, "length")
-                )
-                per_sample["texts"].append(text.strip())
-                per_sample["token_ids"].append(rec.tokens[r, :kept])
-                per_sample["token_logprobs"].append(rec.logprobs[r, :kept])
-                per_sample["sample_logprobs"].append(rec.sample_logprobs[r, :kept])
-                per_sample["token_entropies"].append(rec.entropies[r, :kept])
-                per_sample["top_ids"].append(rec.top_ids[r, :kept])
-                per_sample["top_logprobs"].append(rec.top_logprobs[r, :kept])
-                per_sample["stop_reasons"].append(name)
-            for name in fields:
-                fields[name].append(per_sample[name])
-            hidden.append(
-                np.asarray(rec.answer_hidden[p * rows_per_prompt : (p + 1) * rows_per_prompt], np.float32)
-            )
-    return Generations(prompts=list(prompts), hidden=hidden, **fields)
