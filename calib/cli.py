@@ -23,14 +23,6 @@ from calib.errors import CalibError
 EXIT_USER_ERROR = 2
 
 
-def config_dir() -> Path:
-    """configs/ next to the calib package (a source checkout or editable install), or $CALIB_CONFIG_DIR."""
-    path = Path(os.environ.get("CALIB_CONFIG_DIR") or Path(__file__).resolve().parent.parent / "configs")
-    if not (path / "config.yaml").is_file():
-        raise CalibError(f"no configs/config.yaml at {path}; run calib from a checkout or set CALIB_CONFIG_DIR")
-    return path
-
-
 # ---- one-line messages for configuration errors ------------------------------------------------------------------
 def _schema_fields(full_key: str) -> list[str] | None:
     """Field names of the structured config that holds `full_key` (for 'unknown key' messages)."""
@@ -43,7 +35,11 @@ def _schema_fields(full_key: str) -> list[str] | None:
         fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
         if part not in fields:
             return None
-        node = fields[part].default_factory() if fields[part].default_factory is not dataclasses.MISSING else None
+        node = (
+            fields[part].default_factory()
+            if fields[part].default_factory is not dataclasses.MISSING
+            else None
+        )
     return [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else None
 
 
@@ -91,7 +87,14 @@ def one_line(err: BaseException) -> str | None:
     return None
 
 
+FREE_FORM = ("task.options", "task.grading", "estimators.params", "estimators.semantic_options")
+
+
 def unknown_key_message(key: str) -> str:
+    """Unknown key: list the keys that exist there, or say how to add an entry to a free-form mapping."""
+    parent = key.rsplit(".", 1)[0]
+    if any(parent == f or parent.startswith(f + ".") for f in FREE_FORM):
+        return f"{key} is not set yet: add an entry to {parent} with a leading +, e.g. +{key}=VALUE"
     fields = _schema_fields(key)
     known = f"; keys there: {', '.join(fields)}" if fields else ""
     return f"unknown config key {key}{known}"
@@ -129,13 +132,15 @@ def _job(cfg) -> None:
 def _hydra(argv: list[str]) -> None:
     import hydra
 
-    from calib.pipeline.config import register_configs
+    from calib.pipeline.config import config_dir, register_configs
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # weight-loading bars of sentence-transformers
-    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach main(), which prints them as one line
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = (
+        "1"  # let errors reach us, to print them as one line (tracebacks on request)
+    )
     register_configs()
     entry = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_job)
     saved = sys.argv
@@ -144,12 +149,16 @@ def _hydra(argv: list[str]) -> None:
         entry()
     except Exception as err:
         message = one_line(err)
-        if message is None or full_error:
+        if message is None or previous == "1":
             raise
         print(f"calib: error: {message}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     finally:
         sys.argv = saved
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
 
 
 # ---- calib compare / calib list -----------------------------------------------------------------------------------
@@ -164,9 +173,14 @@ def _compare(argv: list[str]) -> None:
     )
     parser.add_argument("paths", nargs="+", help="run folders, or folders containing runs (a sweep folder)")
     parser.add_argument(
-        "--metric", action="append", choices=list(METRICS), help="metric to tabulate (repeatable; default auroc, ece)"
+        "--metric",
+        action="append",
+        choices=list(METRICS),
+        help="metric to tabulate (repeatable; default auroc, ece)",
     )
-    parser.add_argument("--group", default="all", help="question group: all, closed or open_ended (default all)")
+    parser.add_argument(
+        "--group", default="all", help="question group: all, closed or open_ended (default all)"
+    )
     parser.add_argument("--out", help="folder for the outputs (default: the first path)")
     parser.add_argument("--no-figures", action="store_true", help="skip the plots")
     args = parser.parse_args(argv)
@@ -178,6 +192,7 @@ def _compare(argv: list[str]) -> None:
 def _list(argv: list[str]) -> None:
     from calib.estimators import get_estimator, list_estimators
     from calib.models import list_models
+    from calib.pipeline.config import config_dir
     from calib.pipeline.evaluate import METRICS
     from calib.tasks import describe_tasks, list_tasks
 

@@ -30,10 +30,14 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise CalibError(f"compare: {path} does not exist; pass run or sweep folders")
-        found = [p.parent for p in sorted(path.rglob("metrics.csv")) if (p.parent / "manifest.json").is_file()]
+        found = [
+            p.parent for p in sorted(path.rglob("metrics.csv")) if (p.parent / "manifest.json").is_file()
+        ]
         runs += [r for r in found if r not in runs]
     if not runs:
-        raise CalibError(f"compare: no finished runs (folders with metrics.csv) under {', '.join(map(str, paths))}")
+        raise CalibError(
+            f"compare: no finished runs (folders with metrics.csv) under {', '.join(map(str, paths))}"
+        )
     return runs
 
 
@@ -87,7 +91,8 @@ def pivot(long: pd.DataFrame, metric: str, group: str = "all") -> pd.DataFrame:
     if part.empty:
         raise CalibError(f"compare: no values of metric {metric!r} for group {group!r} in these runs")
     labels = list(dict.fromkeys(part["label"]))
-    table = part.pivot_table(index="estimator", columns="label", values="value", aggfunc="first")[labels]
+    part = part.drop_duplicates(["estimator", "label"])
+    table = part.pivot(index="estimator", columns="label", values="value").reindex(columns=labels)
     ascending = not METRICS[metric].higher_is_better
     return table.loc[table.mean(axis=1).sort_values(ascending=ascending, na_position="last").index]
 

@@ -9,7 +9,9 @@ run touches the artifact store, and names the key and what it accepts in one lin
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -96,6 +98,7 @@ class MetricsConfig:
 @dataclass
 class ReportConfig:
     figures: bool = True
+    formats: list[str] = field(default_factory=lambda: ["png", "pdf"])  # figure file formats
     risk_coverage_top: int = 8  # estimators drawn in the risk-coverage plot (best AUROC first)
 
 
@@ -109,6 +112,27 @@ class RunConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     artifacts_dir: str = "${oc.env:CALIB_ARTIFACTS_DIR,out/artifacts}"  # shared by every run
     progress: bool = True
+
+
+def config_dir() -> Path:
+    """configs/ next to the calib package (a source checkout or editable install), or $CALIB_CONFIG_DIR."""
+    path = Path(os.environ.get("CALIB_CONFIG_DIR") or Path(__file__).resolve().parents[2] / "configs")
+    if not (path / "config.yaml").is_file():
+        raise CalibError(
+            f"no configs/config.yaml at {path}; run calib from a checkout or set CALIB_CONFIG_DIR"
+        )
+    return path
+
+
+def compose(overrides: Sequence[str] = ()) -> RunConfig:
+    """The RunConfig `calib <overrides>` would run, composed in-process (for notebooks and tests)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    return to_run_config(cfg)
 
 
 def register_configs() -> None:
@@ -139,7 +163,9 @@ def to_run_config(cfg: DictConfig | RunConfig) -> RunConfig:
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
     extra = unknown_keys(cfg, RunConfig)
     if extra:
-        raise CalibError(f"unknown config key {extra[0]}: calib does not read it; see `calib --help` for the keys")
+        raise CalibError(
+            f"unknown config key {extra[0]}: calib does not read it; see `calib --help` for the keys"
+        )
     merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
     return OmegaConf.to_object(merged)
 
@@ -232,3 +258,4 @@ def validate(cfg: RunConfig) -> None:
     if not 0 < mc.alpha < 1:
         _fail("metrics.alpha", mc.alpha, "use a number in (0, 1), e.g. 0.05 for 95% intervals")
     _positive("report.risk_coverage_top", cfg.report.risk_coverage_top)
+    _names("report.formats", cfg.report.formats, ["png", "pdf", "svg"])

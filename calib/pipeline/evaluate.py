@@ -135,5 +135,7 @@ def wide_table(long: pd.DataFrame, metric_order: list[str]) -> pd.DataFrame:
     for name in metric_order:
         part = long[long["metric"] == name][["group", "estimator", "n", "n_missing", "value", "low", "high"]]
         part = part.rename(columns={"value": name, "low": f"{name}_low", "high": f"{name}_high"})
-        out = part if out is None else out.merge(part, on=["group", "estimator", "n", "n_missing"], how="outer")
+        out = (
+            part if out is None else out.merge(part, on=["group", "estimator", "n", "n_missing"], how="outer")
+        )
     return out.reset_index(drop=True)

@@ -109,7 +109,9 @@ def completed_shards(store: ArtifactStore, key: str) -> list[str]:
     shards = store.path(STAGE, key) / "shards"
     if not shards.is_dir():
         return []
-    return sorted(p.name for p in shards.iterdir() if not p.name.startswith(".") and (p / "texts.json").is_file())
+    return sorted(
+        p.name for p in shards.iterdir() if not p.name.startswith(".") and (p / "texts.json").is_file()
+    )
 
 
 def run_generate(

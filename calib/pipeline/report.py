@@ -1,10 +1,10 @@
 """The report stage: what a run leaves in its folder, and the table printed at the end.
 
-    results.parquet   one row per question x estimator: confidence, raw score, correctness, category
-    metrics.csv       estimator x metric with bootstrap intervals (one block of rows per question group)
-    metrics.md        the same as Markdown tables
-    figures/          reliability diagrams (one panel per estimator) and risk-coverage curves, PNG + PDF
-    report.md         ties them together with accuracy per category, stage provenance and the run's config
+results.parquet   one row per question x estimator: confidence, raw score, correctness, category
+metrics.csv       estimator x metric with bootstrap intervals (one block of rows per question group)
+metrics.md        the same as Markdown tables
+figures/          reliability diagrams (one panel per estimator) and risk-coverage curves, PNG + PDF
+report.md         ties them together with accuracy per category, stage provenance and the run's config
 """
 
 from __future__ import annotations
@@ -52,9 +52,15 @@ def order_estimators(metrics: pd.DataFrame, by: str | None) -> list[str]:
     return sorted(names, key=lambda n: (math.isnan(part.get(n, math.nan)), sign * part.get(n, 0.0)))
 
 
-def markdown_table(metrics: pd.DataFrame, group: str, metric_names: Sequence[str], order: Sequence[str]) -> str:
+def markdown_table(
+    metrics: pd.DataFrame, group: str, metric_names: Sequence[str], order: Sequence[str]
+) -> str:
     part = metrics[metrics["group"] == group]
-    header = ["estimator", "n", *(f"{METRICS[m].label} {'↑' if METRICS[m].higher_is_better else '↓'}" for m in metric_names)]
+    header = [
+        "estimator",
+        "n",
+        *(f"{METRICS[m].label} {'↑' if METRICS[m].higher_is_better else '↓'}" for m in metric_names),
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for name in order:
         rows = part[part["estimator"] == name].set_index("metric")
@@ -63,11 +69,15 @@ def markdown_table(metrics: pd.DataFrame, group: str, metric_names: Sequence[str
         n = int(rows["n"].iloc[0])
         missing = int(rows["n_missing"].iloc[0])
         cells = [_cell(*rows.loc[m, ["value", "low", "high"]].astype(float)) for m in metric_names]
-        lines.append("| " + " | ".join([name, f"{n}" + (f" ({missing} missing)" if missing else ""), *cells]) + " |")
+        lines.append(
+            "| " + " | ".join([name, f"{n}" + (f" ({missing} missing)" if missing else ""), *cells]) + " |"
+        )
     return "\n".join(lines)
 
 
-def write_metrics(run_dir: Path, metrics: pd.DataFrame, metric_names: Sequence[str], order: Sequence[str], alpha: float) -> None:
+def write_metrics(
+    run_dir: Path, metrics: pd.DataFrame, metric_names: Sequence[str], order: Sequence[str], alpha: float
+) -> None:
     wide = wide_table(metrics, list(metric_names))
     wide["estimator"] = pd.Categorical(wide["estimator"], categories=list(order), ordered=True)
     groups = list(dict.fromkeys(metrics["group"]))
@@ -77,12 +87,22 @@ def write_metrics(run_dir: Path, metrics: pd.DataFrame, metric_names: Sequence[s
     level = round(100 * (1 - alpha))
     blocks = [f"Values are point estimates with {level}% percentile-bootstrap intervals over questions."]
     for group in groups:
-        blocks.append(f"## {group.replace('_', '-')} questions\n\n" + markdown_table(metrics, group, metric_names, order))
+        blocks.append(
+            f"## {group.replace('_', '-')} questions\n\n"
+            + markdown_table(metrics, group, metric_names, order)
+        )
     atomic_write_text(run_dir / "metrics.md", "# Metrics\n\n" + "\n\n".join(blocks) + "\n")
 
 
 def write_figures(
-    run_dir: Path, grades: pd.DataFrame, estimates: dict, order: Sequence[str], n_bins: int, binning: str, top: int
+    run_dir: Path,
+    grades: pd.DataFrame,
+    estimates: dict,
+    order: Sequence[str],
+    n_bins: int,
+    binning: str,
+    top: int,
+    formats: Sequence[str] = ("png", "pdf"),
 ) -> list[str]:
     """Reliability diagrams (grid, one panel per estimator) and risk-coverage curves of the best `top`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -96,22 +116,37 @@ def write_figures(
     if usable:
         cols = min(5, len(usable))
         rows = math.ceil(len(usable) / cols)
-        fig = Figure(figsize=(3.2 * cols, 3.0 * rows), layout="constrained")
+        # A plain grid (no constrained layout, no per-bin counts): with 25 panels those dominate the drawing time.
+        fig = Figure(figsize=(3.2 * cols, 3.0 * rows + 0.4))
         FigureCanvasAgg(fig)
-        axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
+        axes = np.atleast_1d(fig.subplots(rows, cols, gridspec_kw={"hspace": 0.5, "wspace": 0.35})).reshape(
+            -1
+        )
         for ax, name in zip(axes, usable):
             conf = estimates[name]["confidence"]
             valid = np.isfinite(conf)
-            reliability_diagram(conf[valid], correct[valid], n_bins=n_bins, binning=binning, ax=ax, title=name)
-            ax.legend().set_visible(False)
+            reliability_diagram(
+                conf[valid],
+                correct[valid],
+                n_bins=n_bins,
+                binning=binning,
+                ax=ax,
+                title=name,
+                show_counts=False,
+            )
+            ax.get_legend().remove()
+        fig.suptitle(
+            f"Reliability ({binning}, {n_bins} bins): bars = accuracy, hatched = gap to mean confidence, "
+            "dashed = perfect calibration"
+        )
         for ax in axes[len(usable) :]:
             ax.set_visible(False)
-        written += save_figure(fig, run_dir / "figures" / "reliability")
+        written += save_figure(fig, run_dir / "figures" / "reliability", formats)
     complete = [n for n in usable if np.isfinite(estimates[n]["confidence"]).all()][:top]
     if complete:
         fig = risk_coverage_curve({n: estimates[n]["confidence"] for n in complete}, correct)
         fig.set_size_inches(5.5, 4.5)
-        written += save_figure(fig, run_dir / "figures" / "risk_coverage")
+        written += save_figure(fig, run_dir / "figures" / "risk_coverage", formats)
     return [str(Path(p).relative_to(run_dir)) for p in written]
 
 
@@ -140,6 +175,7 @@ def write_report(
     n_bins: int,
     binning: str,
     figures: bool,
+    formats: Sequence[str],
     top: int,
     manifest: dict,
     config_yaml: str,
@@ -150,7 +186,7 @@ def write_report(
     write_table(run_dir / "results.parquet", results_table(grades, estimates))
     write_metrics(run_dir, metrics, metric_names, order, alpha)
     figure_files = (
-        write_figures(run_dir, grades, estimates, order, n_bins, binning, top) if figures else []
+        write_figures(run_dir, grades, estimates, order, n_bins, binning, top, formats) if figures else []
     )
     summary = manifest["summary"]
     parts = [
@@ -166,7 +202,8 @@ def write_report(
     ]
     if figure_files:
         parts.append(
-            "## Figures\n\n" + "\n".join(f"![{Path(f).stem}]({f})" for f in figure_files if f.endswith(".png"))
+            "## Figures\n\n"
+            + "\n".join(f"![{Path(f).stem}]({f})" for f in figure_files if f.endswith((".png", ".svg")))
         )
     if skipped:
         parts.append(
@@ -178,7 +215,9 @@ def write_report(
             f"| {stage} | `{info.get('key', '-')}` | {'yes' if info.get('cached') else 'no'} | {info.get('seconds', 0):.1f} |"
         )
     parts.append(
-        "## Provenance\n\nArtifacts: `" + manifest["artifacts_dir"] + "` (reused when the key matches).\n\n"
+        "## Provenance\n\nArtifacts: `"
+        + manifest["artifacts_dir"]
+        + "` (reused when the key matches).\n\n"
         + "\n".join(stage_rows)
     )
     parts.append("## Config\n\n```yaml\n" + config_yaml.rstrip() + "\n```")

@@ -42,7 +42,9 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     validate(cfg)
     store = ArtifactStore(cfg.artifacts_dir)
     K = cfg.decoding.num_samples
-    needs = available_needs(num_samples=K, has_model=True, has_questions=True, has_token_stats=True, has_hidden=True)
+    needs = available_needs(
+        num_samples=K, has_model=True, has_questions=True, has_token_stats=True, has_hidden=True
+    )
     estimators, skipped = stages.resolve_estimators(cfg.estimators, needs)
     for name, why in skipped.items():
         log.info("skipping estimator %s: %s", name, why)
@@ -115,7 +117,10 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
             cfg.progress,
         )
         store.put(
-            "evaluate", eval_key, lambda tmp: write_table(tmp / "metrics.parquet", metrics), {"inputs": metric_inputs}
+            "evaluate",
+            eval_key,
+            lambda tmp: write_table(tmp / "metrics.parquet", metrics),
+            {"inputs": metric_inputs},
         )
         cached = False
     manifest["stages"]["evaluate"] = {"key": eval_key, "cached": cached, "seconds": time.perf_counter() - t}
@@ -150,8 +155,12 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         n_bins=cfg.metrics.n_bins,
         binning=cfg.metrics.binning,
         figures=cfg.report.figures,
+        formats=cfg.report.formats,
         top=cfg.report.risk_coverage_top,
-        manifest={**manifest, "stages": {**manifest["stages"], "report": {**manifest["stages"]["report"], "seconds": 0.0}}},
+        manifest={
+            **manifest,
+            "stages": {**manifest["stages"], "report": {**manifest["stages"]["report"], "seconds": 0.0}},
+        },
         config_yaml=config_yaml,
         skipped=skipped,
     )
@@ -163,4 +172,3 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         report.print_table(metrics, cfg.metrics.show, order, title)
     log.info("finished in %.1f s; report: %s", manifest["seconds"], path)
     return RunResult(run_dir, path, metrics, manifest)
-

@@ -18,7 +18,14 @@ import pandas as pd
 
 from calib.errors import CalibError
 from calib.pipeline.config import ALL, EstimatorsConfig, TaskConfig
-from calib.pipeline.store import ArtifactStore, artifact_key, content_hash, read_arrays, write_arrays, write_table
+from calib.pipeline.store import (
+    ArtifactStore,
+    artifact_key,
+    content_hash,
+    read_arrays,
+    write_arrays,
+    write_table,
+)
 from calib.progress import progress_bar
 
 log = logging.getLogger("calib")
@@ -71,14 +78,20 @@ def build_prompts(examples: Sequence[Any], lm: Any, cfg: TaskConfig) -> list[str
         try:
             return [cfg.template.format(question=ex.question, context=ex.context) for ex in examples]
         except (KeyError, IndexError) as err:
-            raise CalibError(f"task.template: unknown placeholder {err}; use {{question}} and {{context}}") from None
+            raise CalibError(
+                f"task.template: unknown placeholder {err}; use {{question}} and {{context}}"
+            ) from None
     style = prompt_style(cfg, lm)
-    return [build_prompt(ex, lm.tokenizer, style=style, n_shots=cfg.n_shots, system=cfg.system) for ex in examples]
+    return [
+        build_prompt(ex, lm.tokenizer, style=style, n_shots=cfg.n_shots, system=cfg.system) for ex in examples
+    ]
 
 
 # ---- grade ------------------------------------------------------------------------------------------------------
 def grade_key(generate_key: str, task_hash: str, grading: dict) -> str:
-    return artifact_key("grade", GRADE_VERSION, {"generate": generate_key, "task": task_hash, "grading": grading})
+    return artifact_key(
+        "grade", GRADE_VERSION, {"generate": generate_key, "task": task_hash, "grading": grading}
+    )
 
 
 def grade_table(examples: Sequence[Any], greedy, samples, grading: dict) -> pd.DataFrame:
@@ -92,7 +105,10 @@ def grade_table(examples: Sequence[Any], greedy, samples, grading: dict) -> pd.D
         answer = extract_answer(text, question=ex.question)
         detail = grade_detail(ex, answer, **grading)
         sample_correct = (
-            [grade_detail(ex, extract_answer(s, question=ex.question), **grading).correct for s in samples.texts[i]]
+            [
+                grade_detail(ex, extract_answer(s, question=ex.question), **grading).correct
+                for s in samples.texts[i]
+            ]
             if samples is not None
             else []
         )
@@ -115,7 +131,9 @@ def grade_table(examples: Sequence[Any], greedy, samples, grading: dict) -> pd.D
     return pd.DataFrame(rows)
 
 
-def run_grade(store: ArtifactStore, key: str, examples, greedy, samples, grading: dict) -> tuple[pd.DataFrame, dict]:
+def run_grade(
+    store: ArtifactStore, key: str, examples, greedy, samples, grading: dict
+) -> tuple[pd.DataFrame, dict]:
     if store.has("grade", key):
         return pd.read_parquet(store.path("grade", key) / "grades.parquet"), {"cached": True}
     started = time.perf_counter()
@@ -124,7 +142,11 @@ def run_grade(store: ArtifactStore, key: str, examples, greedy, samples, grading
         "grade",
         key,
         lambda tmp: write_table(tmp / "grades.parquet", table),
-        {"questions": len(table), "accuracy": float(table["correct"].mean()), "seconds": time.perf_counter() - started},
+        {
+            "questions": len(table),
+            "accuracy": float(table["correct"].mean()),
+            "seconds": time.perf_counter() - started,
+        },
     )
     return table, {"cached": False, "seconds": time.perf_counter() - started}
 
@@ -150,7 +172,9 @@ def resolve_estimators(cfg: EstimatorsConfig, available: frozenset) -> tuple[dic
         chosen[name] = estimator
     check_needs(chosen.values(), available)
     if not chosen:
-        raise CalibError("no estimator can run with this configuration; raise decoding.num_samples or name some")
+        raise CalibError(
+            "no estimator can run with this configuration; raise decoding.num_samples or name some"
+        )
     return chosen, skipped
 
 
@@ -167,7 +191,11 @@ def estimator_key(name: str, estimator: Any, base: dict, cfg: EstimatorsConfig) 
         "params": dict(cfg.params.get(name) or {}),
     }
     if needs & {Need.SEMANTIC, Need.DECODE}:
-        inputs["semantic"] = {"backend": cfg.semantic, "options": dict(cfg.semantic_options), "clustering": cfg.clustering}
+        inputs["semantic"] = {
+            "backend": cfg.semantic,
+            "options": dict(cfg.semantic_options),
+            "clustering": cfg.clustering,
+        }
     return artifact_key("estimate", ESTIMATE_VERSION, inputs)
 
 
@@ -204,7 +232,10 @@ def run_estimate(
         started = time.perf_counter()
         result = estimators[name](bundle)
         seconds = time.perf_counter() - started
-        arrays = {"confidence": np.asarray(result.confidence, np.float64), "raw": np.asarray(result.raw, np.float64)}
+        arrays = {
+            "confidence": np.asarray(result.confidence, np.float64),
+            "raw": np.asarray(result.raw, np.float64),
+        }
         store.put(
             "estimate",
             keys[name],
