@@ -19,7 +19,7 @@ import numpy as np
 
 from calib.cache import atomic_dir
 from calib.decode.types import Generations
-from calib.pipeline.store import ArtifactStore, read_arrays, read_json, write_arrays, write_json
+from calib.pipeline.store import ArtifactStore, publish, read_arrays, read_json, write_arrays, write_json
 from calib.progress import progress_bar
 
 log = logging.getLogger("calib")
@@ -160,6 +160,7 @@ def run_generate(
         )
         with atomic_dir(target) as tmp:
             save_generations(gens, tmp)
+            publish(tmp)
         parts.append(gens)
         generated += 1
     result = concat_generations(parts)

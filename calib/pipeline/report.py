@@ -18,7 +18,7 @@ import pandas as pd
 
 from calib.cache import atomic_write_text
 from calib.pipeline.evaluate import METRICS, wide_table
-from calib.pipeline.store import write_table
+from calib.pipeline.store import publish, write_table
 
 
 def results_table(grades: pd.DataFrame, estimates: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
@@ -223,6 +223,8 @@ def write_report(
     parts.append("## Config\n\n```yaml\n" + config_yaml.rstrip() + "\n```")
     path = run_dir / "report.md"
     atomic_write_text(path, "\n\n".join(parts) + "\n")
+    for name in ("metrics.csv", "metrics.md", "report.md"):
+        publish(run_dir / name)
     return path
 
 

@@ -33,6 +33,7 @@ class RunResult:
 
 def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> RunResult:
     """Run (or resume) the whole job described by cfg and write its outputs into run_dir."""
+    from calib.cache import enable_compilation_cache
     from calib.decode.generate import encode_prompts
     from calib.estimators import available_needs
     from calib.models import load_model
@@ -40,6 +41,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     started = time.perf_counter()
     run_dir = Path(run_dir)
     validate(cfg)
+    enable_compilation_cache()  # sampler, scoring and bootstrap programs are compiled once per machine
     store = ArtifactStore(cfg.artifacts_dir)
     K = cfg.decoding.num_samples
     needs = available_needs(
@@ -170,5 +172,6 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     if print_summary:
         title = f"{cfg.model.name} on {cfg.task.name}: {len(examples)} questions, accuracy {grades['correct'].mean():.3f}"
         report.print_table(metrics, cfg.metrics.show, order, title)
+        print(f"Report: {path}  ({manifest['seconds']:.0f} s)", flush=True)
     log.info("finished in %.1f s; report: %s", manifest["seconds"], path)
     return RunResult(run_dir, path, metrics, manifest)

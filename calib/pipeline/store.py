@@ -72,6 +72,7 @@ class ArtifactStore:
         with atomic_dir(final) as tmp:
             write(tmp)
             (tmp / META).write_text(canonical_json({"stage": stage, "key": key, **meta}))
+            publish(tmp)
         return final
 
     def keys(self, stage: str) -> list[str]:
@@ -82,9 +83,20 @@ class ArtifactStore:
         return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / META).is_file())
 
 
+def publish(path: str | os.PathLike) -> None:
+    """Give a folder built under a private temporary name (mode 0700/0600) the usual umask permissions, so a store
+    on a shared filesystem is readable by the other jobs of a sweep."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path = Path(path)
+    for p in [path, *path.rglob("*")]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 # ---- file helpers (all writes are atomic on their own when used outside `put`) ----------------------------------
 def write_json(path: str | os.PathLike, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=1, sort_keys=True, default=str, ensure_ascii=False))
+    publish(path)
 
 
 def read_json(path: str | os.PathLike) -> Any:
