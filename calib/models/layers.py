@@ -12,7 +12,10 @@ from calib.models.config import ModelConfig
 KVCache = tuple[jax.Array, jax.Array]  # keys, values: [B, S, K, H]; slot s holds the token at position s
 
 
-def _param(rngs: nnx.Rngs, shape: tuple[int, ...], dtype, scale: float | None = None) -> nnx.Param:
+def init_param(rngs: nnx.Rngs | None, shape: tuple[int, ...], dtype, scale: float | None = None) -> nnx.Param:
+    """A normal(0, 1/fan_in) parameter, or a shape-only placeholder when rngs is None (weights come from a file)."""
+    if rngs is None:
+        return nnx.Param(jax.ShapeDtypeStruct(shape, dtype))
     fan_in = shape[0]
     std = scale if scale is not None else fan_in**-0.5
     return nnx.Param((jax.random.normal(rngs.params(), shape, jnp.float32) * std).astype(dtype))
@@ -21,9 +24,9 @@ def _param(rngs: nnx.Rngs, shape: tuple[int, ...], dtype, scale: float | None = 
 class RMSNorm(nnx.Module):
     """RMSNorm in float32; Gemma scales by (1 + w), Llama by w."""
 
-    def __init__(self, dim: int, eps: float, plus_one: bool, dtype, rngs: nnx.Rngs):
+    def __init__(self, dim: int, eps: float, plus_one: bool, dtype, rngs: nnx.Rngs | None):
         init = jnp.zeros if plus_one else jnp.ones
-        self.scale = nnx.Param(init((dim,), dtype))
+        self.scale = nnx.Param(init((dim,), dtype) if rngs is not None else jax.ShapeDtypeStruct((dim,), dtype))
         self.eps, self.plus_one = eps, plus_one
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -62,16 +65,16 @@ def attention_mask(q_pos: jax.Array, k_pos: jax.Array, window: int | None) -> ja
 class Attention(nnx.Module):
     """Grouped-query attention with RoPE, optional q/k/v biases and QK-norm, over a KV cache or the input itself."""
 
-    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs | None):
         d, n, k, h = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q = _param(rngs, (d, n, h), dtype)
-        self.k = _param(rngs, (d, k, h), dtype)
-        self.v = _param(rngs, (d, k, h), dtype)
-        self.o = _param(rngs, (n, h, d), dtype, scale=(n * h) ** -0.5)
+        self.q = init_param(rngs, (d, n, h), dtype)
+        self.k = init_param(rngs, (d, k, h), dtype)
+        self.v = init_param(rngs, (d, k, h), dtype)
+        self.o = init_param(rngs, (n, h, d), dtype, scale=(n * h) ** -0.5)
         if cfg.qkv_bias:
-            self.q_bias = nnx.Param(jnp.zeros((n, h), dtype))
-            self.k_bias = nnx.Param(jnp.zeros((k, h), dtype))
-            self.v_bias = nnx.Param(jnp.zeros((k, h), dtype))
+            self.q_bias = init_param(rngs, (n, h), dtype, scale=0.02)
+            self.k_bias = init_param(rngs, (k, h), dtype, scale=0.02)
+            self.v_bias = init_param(rngs, (k, h), dtype, scale=0.02)
         if cfg.qk_norm:
             self.q_norm = RMSNorm(h, cfg.norm_eps, cfg.norm_plus_one, dtype, rngs)
             self.k_norm = RMSNorm(h, cfg.norm_eps, cfg.norm_plus_one, dtype, rngs)
@@ -113,10 +116,10 @@ class Attention(nnx.Module):
 class GatedMLP(nnx.Module):
     """down(act(gate(x)) * up(x)): SwiGLU for Llama, GeGLU-tanh for Gemma."""
 
-    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
-        self.gate = _param(rngs, (cfg.embed_dim, cfg.ffw_dim), dtype)
-        self.up = _param(rngs, (cfg.embed_dim, cfg.ffw_dim), dtype)
-        self.down = _param(rngs, (cfg.ffw_dim, cfg.embed_dim), dtype)
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs | None):
+        self.gate = init_param(rngs, (cfg.embed_dim, cfg.ffw_dim), dtype)
+        self.up = init_param(rngs, (cfg.embed_dim, cfg.ffw_dim), dtype)
+        self.down = init_param(rngs, (cfg.ffw_dim, cfg.embed_dim), dtype)
         self.activation = cfg.activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -128,7 +131,7 @@ class GatedMLP(nnx.Module):
 class Block(nnx.Module):
     """Pre-norm residual block; Gemma 3 adds post-attention and post-MLP norms ("sandwich")."""
 
-    def __init__(self, cfg: ModelConfig, layer: int, dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, layer: int, dtype, rngs: nnx.Rngs | None):
         norm = lambda: RMSNorm(cfg.embed_dim, cfg.norm_eps, cfg.norm_plus_one, dtype, rngs)  # noqa: E731
         self.pre_attn_norm, self.pre_ffw_norm = norm(), norm()
         if cfg.sandwich_norms:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,12 +24,17 @@ class LanguageModel:
     name: str
     config: ModelConfig
     model: Transformer
-    tokenizer: object  # a transformers PreTrainedTokenizerBase
+    tokenizer_factory: Callable[[], object]  # builds the transformers tokenizer on first use (it can take seconds)
     digest: str
     prompt_style: Literal["chat", "completion"] = "completion"
     cache_dir: str | None = None
     mesh: jax.sharding.Mesh | None = None
     _split: tuple = field(default=None, init=False, repr=False)
+
+    @functools.cached_property
+    def tokenizer(self):
+        """A transformers tokenizer, loaded lazily: loading weights does not wait for a 262k-entry vocabulary."""
+        return self.tokenizer_factory()
 
     @property
     def graphdef_and_state(self) -> tuple:

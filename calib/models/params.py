@@ -73,7 +73,7 @@ def build_model(
     sharding: jax.sharding.Sharding | None = None,
 ) -> Transformer:
     """Place checkpoint tensors into a fresh (abstract, never randomly initialised) Transformer."""
-    model = nnx.eval_shape(lambda: Transformer(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
+    model = Transformer(cfg, dtype=dtype, rngs=None)  # placeholders only: nothing is initialised or traced
     table = PARAM_TABLE[cfg.arch]
     filled = set()
     for name, value in tensors.items():
@@ -95,8 +95,8 @@ def build_model(
                 f"tensor {name} in {source} has shape {tuple(value.shape)}, expected {tuple(var.shape)} "
                 "for this config (wrong or corrupt checkpoint)"
             )
-        arr = jnp.asarray(array, dtype=dtype)
-        var.set_value(jax.device_put(arr, sharding) if sharding is not None else arr)
+        arr = np.asarray(array, np.float32) if dtype == jnp.float32 else jnp.asarray(array, dtype=dtype)
+        var.set_value(jax.device_put(arr, sharding))  # one host -> device copy
         filled.add(path)
     missing = [p for p, _ in _abstract_paths(model) if p not in filled]
     if missing:

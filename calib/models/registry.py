@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -55,7 +56,7 @@ def _tiny(spec: str, dtype, mesh, seed: int) -> LanguageModel:
     model = Transformer(cfg, dtype=dtype, rngs=nnx.Rngs(seed))
     _place(model, mesh)
     digest = hashlib.sha256(f"{spec}|{seed}|{cfg}".encode()).hexdigest()
-    return LanguageModel(spec, cfg, model, byte_tokenizer(), digest, "chat", mesh=mesh)
+    return LanguageModel(spec, cfg, model, byte_tokenizer, digest, "chat", mesh=mesh)
 
 
 def _place(model: nnx.Module, mesh) -> None:
@@ -63,8 +64,15 @@ def _place(model: nnx.Module, mesh) -> None:
     nnx.update(model, jax.device_put(state, replicated(mesh)))
 
 
-def _prompt_style(tokenizer) -> str:
-    return "chat" if getattr(tokenizer, "chat_template", None) else "completion"
+def _prompt_style(folder: str) -> str:
+    """"chat" when the saved tokenizer has a chat template (instruct models), else "completion" (base models)."""
+    path = Path(folder)
+    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+        return "chat"
+    try:
+        return "chat" if json.loads((path / "tokenizer_config.json").read_text()).get("chat_template") else "completion"
+    except (OSError, json.JSONDecodeError):
+        return "completion"
 
 
 def _from_hf(folder: str, dtype, mesh) -> LanguageModel:
@@ -73,14 +81,12 @@ def _from_hf(folder: str, dtype, mesh) -> LanguageModel:
     if not os.path.isdir(folder):
         raise CalibError(f"HF model folder not found: {folder}")
     cfg = hf_config(folder)
-    tokenizer = load_tokenizer(folder)
     model = build_model(cfg, hf_state_dict(folder), folder, dtype, replicated(mesh))
     digest = hashlib.sha256(
         "|".join(file_digest(p) for p in sorted(Path(folder).glob("*.safetensors"))).encode()
     ).hexdigest()
-    return LanguageModel(
-        Path(folder).name, cfg, model, tokenizer, digest, _prompt_style(tokenizer), folder, mesh
-    )
+    tokenizer = functools.partial(load_tokenizer, folder)
+    return LanguageModel(Path(folder).name, cfg, model, tokenizer, digest, _prompt_style(folder), folder, mesh)
 
 
 def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:
@@ -99,8 +105,8 @@ def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:
         model = build_model(cfg, load_file(folder / "model.safetensors"), path, dtype, replicated(mesh))
     else:
         cfg, model = _convert_gguf(path, folder, dtype, mesh)
-    tokenizer = load_tokenizer(str(folder))
-    return LanguageModel(name, cfg, model, tokenizer, digest, _prompt_style(tokenizer), str(folder), mesh)
+    tokenizer = functools.partial(load_tokenizer, str(folder))
+    return LanguageModel(name, cfg, model, tokenizer, digest, _prompt_style(str(folder)), str(folder), mesh)
 
 
 def _convert_gguf(path: str, folder: Path, dtype, mesh) -> tuple[ModelConfig, Transformer]:

@@ -7,23 +7,20 @@ import jax.numpy as jnp
 from flax import nnx
 
 from calib.models.config import ModelConfig
-from calib.models.layers import Block, KVCache, RMSNorm
+from calib.models.layers import Block, KVCache, RMSNorm, init_param
 
 
 class Transformer(nnx.Module):
     """Decoder-only LM. `hidden` and `project` are separate so samplers compute logits only where needed."""
 
-    def __init__(self, cfg: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs | None):
+        """Random weights from rngs; rngs=None builds shape-only placeholders that a checkpoint fills (params.py)."""
         self.cfg = cfg
-        self.embedding = nnx.Param(
-            (jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.embed_dim)) * 0.02).astype(dtype)
-        )
+        self.embedding = init_param(rngs, (cfg.vocab_size, cfg.embed_dim), dtype, scale=0.02)
         self.blocks = nnx.List([Block(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
         self.final_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps, cfg.norm_plus_one, dtype, rngs)
         if not cfg.tie_embeddings:
-            self.head = nnx.Param(
-                (jax.random.normal(rngs.params(), (cfg.embed_dim, cfg.vocab_size)) * 0.02).astype(dtype)
-            )
+            self.head = init_param(rngs, (cfg.embed_dim, cfg.vocab_size), dtype, scale=0.02)
 
     def hidden(
         self, ids: jax.Array, positions: jax.Array, cache: list[KVCache] | None = None
