@@ -226,3 +226,16 @@ def test_continuing_from_the_cache_equals_decoding_from_scratch(name, request):
         expected = logp[np.arange(before - 1, before - 1 + n), full[before:]]
         np.testing.assert_allclose(record.logprobs[r, :n], expected, atol=1e-4)
         assert full[before - len(cue) : before] == cue  # the cue really sits in the history
+
+
+def test_memory_budget_splits_work_into_batches_with_identical_results(tiny_llama):
+    from calib.decode.planning import bucket, bytes_per_row
+
+    kwargs = dict(num_samples=2, max_new_tokens=8, stop=(), seed=9)
+    whole = generate(tiny_llama, PROMPTS, **kwargs)
+    cache_len = bucket(max(len(tiny_llama.encode(p)) for p in PROMPTS)) + bucket(8)
+    one_prompt = 2 * bytes_per_row(tiny_llama.config, cache_len, 8, 5, 4)
+    split = generate(tiny_llama, PROMPTS, memory_budget=one_prompt, **kwargs)
+    assert split.texts == whole.texts
+    with pytest.raises(CalibError, match="memory budget"):
+        generate(tiny_llama, PROMPTS, memory_budget=one_prompt // 4, **kwargs)

@@ -56,8 +56,8 @@ def prompts_per_batch(
     fit = min(budget // max(per_prompt, 1), max(max_rows // rows_per_prompt, 1))
     if fit < 1:
         raise CalibError(
-            f"one prompt with {rows_per_prompt} samples needs {per_prompt / 2**20:.0f} MiB, over the memory budget of "
-            f"{budget / 2**20:.0f} MiB: lower num_samples or max_new_tokens, or raise memory_budget"
+            f"one prompt with {rows_per_prompt} samples needs {per_prompt / 2**20:.2f} MiB, over the memory budget of "
+            f"{budget / 2**20:.2f} MiB: lower num_samples or max_new_tokens, or raise memory_budget"
         )
     power = 1
     while power * 2 <= fit:
