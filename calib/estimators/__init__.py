@@ -16,6 +16,7 @@ from calib.estimators import (  # noqa: F401  (importing registers the built-ins
     kle,
     multi_hypothesis,
     reflexive,
+    revision,
     sar,
     semantic_entropy,
     token_level,
