@@ -45,7 +45,10 @@ def test_help_explains_groups_options_and_commands():
 def test_config_errors_are_one_line_exit_nonzero_and_write_nothing(tmp_path, capsys, overrides, expected):
     artifacts, run_dir = tmp_path / "artifacts", tmp_path / "run"
     with pytest.raises(SystemExit) as info:
-        main([*overrides, f"artifacts_dir={artifacts}", f"hydra.run.dir={run_dir}"])
+        # In-process Hydra must not configure logging: its dictConfig closes pytest's log-capture handlers and every
+        # later test on the worker then errors with "I/O operation on closed file".
+        main([*overrides, f"artifacts_dir={artifacts}", f"hydra.run.dir={run_dir}", "hydra/job_logging=none",
+              "hydra/hydra_logging=none"])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("calib: error: ") and expected in err[0], err
