@@ -30,10 +30,14 @@ def test_default_is_the_main_job():
     assert cfg.estimators.names == [C.ALL] and cfg.estimators.semantic == "embedding"
     assert cfg.artifacts_dir.endswith("artifacts")
     C.validate(cfg)
-    # "all" with the default sampling run feeds every registered estimator; nothing needs an NLI model.
+    # "all" with the default sampling run feeds every registered estimator except those that need revise passes;
+    # none needs an NLI model (the semantic ones use the offline embedding backend).
     needs = available_needs(num_samples=10, has_model=True, has_hidden=True)
     chosen, skipped = resolve_estimators(cfg.estimators, needs)
-    assert sorted(chosen) == list_estimators() and skipped == {}
+    assert set(chosen) | set(skipped) == set(list_estimators())
+    assert all(set(get_estimator(name).needs) <= needs for name in chosen)
+    assert all(why == "needs passes" for why in skipped.values())
+    assert {"msp", "p_true", "verbalized", "semantic_entropy", "sar", "kle", "multi_hypothesis"} <= set(chosen)
 
 
 @pytest.mark.parametrize("group", ["model", "task", "decoding", "estimators", "metrics", "experiment"])

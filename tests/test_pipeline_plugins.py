@@ -71,6 +71,9 @@ def test_config_can_name_a_plugin_task_and_estimator(tmp_path, monkeypatch, caps
             "metrics=quick",
             "report.figures=false",
             "progress=false",
+            # In-process Hydra must not configure logging: its dictConfig closes pytest's capture handlers.
+            "hydra/job_logging=none",
+            "hydra/hydra_logging=none",
             f"artifacts_dir={tmp_path / 'artifacts'}",
             f"hydra.run.dir={run_dir}",
         ]

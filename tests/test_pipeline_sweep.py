@@ -14,6 +14,9 @@ def test_sweep_over_num_samples_writes_runs_and_a_comparison(tmp_path, capsys):
             "estimators=token",
             "report.figures=false",
             "progress=false",
+            # In-process Hydra must not configure logging: its dictConfig closes pytest's capture handlers.
+            "hydra/job_logging=none",
+            "hydra/hydra_logging=none",
             "task.limit=4",
             "decoding.num_samples=0,2",
             f"artifacts_dir={tmp_path / 'artifacts'}",

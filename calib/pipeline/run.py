@@ -96,7 +96,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         store,
         estimators,
         keys,
-        lambda: stages.make_bundle(lm, greedy, samples, examples, cfg.estimators, style),
+        lambda: stages.make_bundle(lm, greedy, samples, examples, cfg.estimators, style, cfg.progress),
         cfg.progress,
     )
     manifest["stages"]["estimate"] = {"keys": keys, **record, "seconds": time.perf_counter() - t}

@@ -199,20 +199,55 @@ def estimator_key(name: str, estimator: Any, base: dict, cfg: EstimatorsConfig) 
     return artifact_key("estimate", ESTIMATE_VERSION, inputs)
 
 
-def make_bundle(lm: Any, greedy, samples, examples, cfg: EstimatorsConfig, style: str):
+SCORE_CHUNK = 256  # (prompt, continuation) pairs per scoring call: progress granularity, not a batch size
+
+
+def model_calls(lm: Any, progress: bool) -> dict[str, Any]:
+    """score_fn / generate_fn for the Bundle that show progress (rate, ETA) on long runs of extra model calls,
+    e.g. P(True) of every cluster representative of every question."""
+    from calib.decode import generate, score
+
+    def score_fn(prompts: list[str], continuations: list[str]) -> list[np.ndarray]:
+        starts = range(0, len(prompts), SCORE_CHUNK)
+        bar = progress_bar(
+            starts, f"score ({len(prompts)} sequences)", enabled=progress and len(starts) > 1, unit="chunk"
+        )
+        out: list[np.ndarray] = []
+        for start in bar:
+            out += score(lm, prompts[start : start + SCORE_CHUNK], continuations[start : start + SCORE_CHUNK])
+        return out
+
+    def generate_fn(prompts: list[str], max_new_tokens: int) -> list[str]:
+        gens = generate(
+            lm,
+            prompts,
+            num_samples=1,
+            max_new_tokens=max_new_tokens,
+            greedy=True,
+            stop=("\n",),
+            progress=progress,
+        )
+        return [row[0] for row in gens.texts]
+
+    return {"score_fn": score_fn, "generate_fn": generate_fn}
+
+
+def make_bundle(
+    lm: Any, greedy, samples, examples, cfg: EstimatorsConfig, style: str, progress: bool = False
+):
     """A Bundle whose model calls go to `lm`; chat models get their template around every extra prompt."""
-    from calib.decode import score
     from calib.estimators import Bundle
     from calib.semantic import get_backend
 
+    calls = model_calls(lm, progress)
     options = dict(cfg.semantic_options)
     wrap = lm.format_prompt if style == "chat" else None
     if cfg.semantic == "judge":
-        options.setdefault("score_fn", lambda prompts, conts: score(lm, prompts, conts))
+        options.setdefault("score_fn", calls["score_fn"])
         options.setdefault("wrap_prompt", wrap)
     backend = get_backend(cfg.semantic, **options)
     return Bundle.from_model(
-        lm, greedy, samples, examples, semantic=backend, clustering=cfg.clustering, wrap_prompt=wrap
+        lm, greedy, samples, examples, semantic=backend, clustering=cfg.clustering, wrap_prompt=wrap, **calls
     )
 
 
