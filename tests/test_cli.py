@@ -47,8 +47,15 @@ def test_config_errors_are_one_line_exit_nonzero_and_write_nothing(tmp_path, cap
     with pytest.raises(SystemExit) as info:
         # In-process Hydra must not configure logging: its dictConfig closes pytest's log-capture handlers and every
         # later test on the worker then errors with "I/O operation on closed file".
-        main([*overrides, f"artifacts_dir={artifacts}", f"hydra.run.dir={run_dir}", "hydra/job_logging=none",
-              "hydra/hydra_logging=none"])
+        main(
+            [
+                *overrides,
+                f"artifacts_dir={artifacts}",
+                f"hydra.run.dir={run_dir}",
+                "hydra/job_logging=none",
+                "hydra/hydra_logging=none",
+            ]
+        )
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("calib: error: ") and expected in err[0], err
