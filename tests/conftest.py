@@ -21,3 +21,16 @@ def tiny_gemma3():
     from calib.models import load_model
 
     return load_model("tiny-gemma3")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hydra_must_not_reconfigure_logging():
+    """Tests run `calib` (Hydra) in-process. Hydra's logging setup calls logging.config.dictConfig, which closes every
+    existing handler, pytest's log-capture handlers included, and every later test on that worker then errors with
+    "I/O operation on closed file". In tests, logging configuration is skipped; the CLI itself is unchanged."""
+    import logging.config
+
+    original = logging.config.dictConfig
+    logging.config.dictConfig = lambda config: None
+    yield
+    logging.config.dictConfig = original
