@@ -84,6 +84,8 @@ def test_launcher_configs_compose():
         ("decoding.temperature=-0.5", "decoding.temperature"),
         ("decoding.top_p=1.5", "decoding.top_p"),
         ("decoding.shard_size=0", "decoding.shard_size"),
+        ("decoding.revise_passes=-1", "decoding.revise_passes"),
+        ("decoding.cue=please_reconsider", "decoding.cue"),
         ("task.limit=0", "task.limit"),
         ("task.name=no_such_task", "task.name"),
         ("task.split=train", "task.split"),
@@ -114,6 +116,14 @@ def test_unknown_keys_and_wrong_types_fail_while_composing():
         C.compose(["decoding.num_samples=ten"])
     with pytest.raises(CalibError, match=r"unknown config key decoding\.extra"):
         C.compose(["+decoding.extra=1"])  # `+` adds it to the config, but calib refuses keys it would ignore
+
+
+def test_revise_passes_make_the_revision_estimators_available():
+    cfg = C.compose(["decoding=revise"])
+    assert cfg.decoding.revise_passes == 2
+    needs = available_needs(num_samples=10, has_model=True, has_hidden=True, num_passes=3)
+    chosen, skipped = resolve_estimators(cfg.estimators, needs)
+    assert skipped == {} and "revision_stability" in chosen
 
 
 def test_all_skips_what_the_run_cannot_feed_but_named_estimators_must_run():

@@ -26,7 +26,7 @@ OVERRIDES = [
 
 
 def shards_on_disk(artifacts: Path) -> list[Path]:
-    return [p for p in artifacts.glob("generate/*/shards/*") if (p / "texts.json").is_file()]
+    return [p for p in artifacts.glob("generate/*/shards/*") if (p / "pass0" / "texts.json").is_file()]
 
 
 def test_killed_run_resumes_to_identical_results(tmp_path):

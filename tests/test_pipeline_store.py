@@ -117,7 +117,7 @@ def test_sharded_generation_matches_one_call_and_resumes_bit_identically(tmp_pat
     prompts = [f"Question {i}: what is {i} + {i}?" for i in range(5)]
     spec = generation.DecodingSpec(2, 6, 1.0, None, None, None, ("\n",), 3)
     store = ArtifactStore(tmp_path)
-    sharded, record = generation.run_generate(
+    (sharded,), record = generation.run_generate(
         store, "k", {"x": 1}, tiny_llama, prompts, spec, 2, progress=False
     )
     assert record == {"cached": False, "generated_shards": 3, "reused_shards": 0}
@@ -125,7 +125,7 @@ def test_sharded_generation_matches_one_call_and_resumes_bit_identically(tmp_pat
     # Same sampled tokens; log-probs from differently shaped batches may differ in the last float32 bit.
     _assert_same(whole, sharded, exact=False)
 
-    again, record = generation.run_generate(
+    (again,), record = generation.run_generate(
         store, "k", {"x": 1}, tiny_llama, prompts, spec, 2, progress=False
     )
     assert record["cached"] and record["generated_shards"] == 0
@@ -136,10 +136,10 @@ def test_sharded_generation_matches_one_call_and_resumes_bit_identically(tmp_pat
     (folder / "meta.json").unlink()
     shutil.rmtree(generation.shard_folder(folder, 2, 4))
     assert not store.has("generate", "k")
-    resumed, record = generation.run_generate(
+    (resumed,), record = generation.run_generate(
         store, "k", {"x": 1}, tiny_llama, prompts, spec, 2, progress=False
     )
     assert record == {"cached": False, "generated_shards": 1, "reused_shards": 2}
     _assert_same(sharded, resumed)
-    greedy, samples = generation.split_greedy(resumed, 2)
-    assert greedy.num_samples == 1 and samples.num_samples == 2
+    greedy, samples, passes = generation.split_passes([resumed], 2)
+    assert greedy.num_samples == 1 and samples.num_samples == 2 and passes == []

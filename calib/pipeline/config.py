@@ -54,6 +54,10 @@ class DecodingConfig:
     stop: list[str] = field(default_factory=lambda: ["\n"])
     seed: int = 0
     shard_size: int = 32  # questions per generate call and per stored shard (does not change the results)
+    revise_passes: int = 0  # R: ask the model to revise every answer R times (feeds the revision estimators)
+    cue: str = (
+        "self_check"  # what it is asked before each revision: wait, self_check, final_answer, budget_forcing
+    )
 
 
 @dataclass
@@ -226,6 +230,10 @@ def validate(cfg: RunConfig) -> None:
     _positive("decoding.max_new_tokens", d.max_new_tokens)
     _positive("decoding.shard_size", d.shard_size)
     _positive("decoding.top_k", d.top_k, optional=True)
+    _positive("decoding.revise_passes", d.revise_passes, minimum=0)
+    from calib.decode.revise import CUES
+
+    _choice("decoding.cue", d.cue, sorted(CUES))
     if d.temperature < 0:
         _fail("decoding.temperature", d.temperature, "use a number >= 0 (0 samples greedily)")
     if d.top_p is not None and not 0 < d.top_p <= 1:

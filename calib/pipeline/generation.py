@@ -1,10 +1,12 @@
-"""The generate stage: greedy + K samples per question, written in fixed-size shards so a killed run loses nothing.
+"""The generate stage: greedy + K samples per question (and R revise passes), written in fixed-size shards so a
+killed run loses nothing.
 
-Each shard of `shard_size` prompts is one `generate` call with `prompt_index_offset` = the shard's first prompt, so
-its samples are exactly those of one big call, and the fixed shard size keeps compiled shapes repeating. A shard is
-written whole under a temporary name and renamed (safetensors for the ragged token arrays, JSON for texts); the
-artifact's meta.json is written after the last shard, which marks it complete. A rerun after `kill -9` skips every
-shard already on disk and produces bit-identical generations.
+Each shard of `shard_size` prompts is one `generate` call (or one `revise` call when revise passes are asked for)
+with `prompt_index_offset` = the shard's first prompt, so its samples are exactly those of one big call, and the
+fixed shard size keeps compiled shapes repeating. A shard holds one folder per pass (pass0 = the answers, pass1..R =
+the revised ones), written whole under a temporary name and renamed (safetensors for the ragged token arrays, JSON
+for texts); the artifact's meta.json is written after the last shard, which marks it complete. A rerun after
+`kill -9` skips every shard already on disk and produces bit-identical generations.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from calib.progress import progress_bar
 log = logging.getLogger("calib")
 
 STAGE = "generate"
-VERSION = 1  # bump when the stored layout or what a shard contains changes
+VERSION = 2  # bump when the stored layout or what a shard contains changes
 RAGGED = ("token_ids", "token_logprobs", "sample_logprobs", "token_entropies", "top_ids", "top_logprobs")
 
 
@@ -41,6 +43,9 @@ class DecodingSpec:
     min_p: float | None
     stop: tuple[str, ...]
     seed: int
+    revise_passes: int = 0  # R: times each answer is revised after a cue, continuing its KV cache
+    cue: str = "self_check"  # calib.decode.revise.CUES
+    style: str | None = None  # prompt style the cue is rendered in (chat / completion)
 
 
 # ---- (de)serialisation of Generations ---------------------------------------------------------------------------
@@ -104,14 +109,55 @@ def shard_folder(folder: Path, start: int, stop: int) -> Path:
     return folder / "shards" / f"{start:06d}-{stop:06d}"
 
 
+def _is_complete(shard: Path) -> bool:
+    return (shard / "pass0" / "texts.json").is_file()
+
+
 def completed_shards(store: ArtifactStore, key: str) -> list[str]:
     """Names of the shards on disk for a generation artifact (complete or not)."""
     shards = store.path(STAGE, key) / "shards"
     if not shards.is_dir():
         return []
-    return sorted(
-        p.name for p in shards.iterdir() if not p.name.startswith(".") and (p / "texts.json").is_file()
+    return sorted(p.name for p in shards.iterdir() if not p.name.startswith(".") and _is_complete(p))
+
+
+def load_shard(folder: Path) -> list[Generations]:
+    passes = sorted((p for p in folder.glob("pass*") if p.is_dir()), key=lambda p: int(p.name[4:]))
+    return [load_generations(p) for p in passes]
+
+
+def generate_shard(lm, prompts: Sequence[str], spec: DecodingSpec, offset: int) -> list[Generations]:
+    """Passes 0..R for one shard; pass r holds [greedy, sample 1..K] per prompt (greedy only when K = 0)."""
+    options = dict(
+        max_new_tokens=spec.max_new_tokens,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        top_k=spec.top_k,
+        min_p=spec.min_p,
+        stop=spec.stop,
+        seed=spec.seed,
+        prompt_index_offset=offset,
+        progress=False,
     )
+    if spec.revise_passes == 0:
+        from calib.decode import generate
+
+        k = spec.num_samples
+        return [
+            generate(lm, list(prompts), num_samples=max(k, 1), greedy=k == 0, include_greedy=k > 0, **options)
+        ]
+    from calib.decode.revise import revise
+
+    revision = revise(
+        lm,
+        list(prompts),
+        num_samples=spec.num_samples,
+        passes=spec.revise_passes,
+        cue=spec.cue,
+        style=spec.style,
+        **options,
+    )
+    return list(revision.passes)
 
 
 def run_generate(
@@ -123,47 +169,33 @@ def run_generate(
     spec: DecodingSpec,
     shard_size: int,
     progress: bool = True,
-) -> tuple[Generations, dict]:
-    """Generations for every prompt (greedy answer first when K >= 1), from the store or by generating the
-    missing shards. Returns (generations, record) where record says what was reused and what was generated."""
-    from calib.decode import generate
-
+) -> tuple[list[Generations], dict]:
+    """Passes 0..R of generations for every prompt (greedy answer first when K >= 1), from the store or by
+    generating the missing shards. Returns (passes, record) where record says what was reused and generated."""
     folder = store.path(STAGE, key)
     if store.has(STAGE, key):
         meta = store.meta(STAGE, key)
-        parts = [load_generations(folder / "shards" / name) for name in meta["shards"]]
-        return concat_generations(parts), {"cached": True, "generated_shards": 0, "reused_shards": len(parts)}
+        parts = [load_shard(folder / "shards" / name) for name in meta["shards"]]
+        record = {"cached": True, "generated_shards": 0, "reused_shards": len(parts)}
+        return _join(parts), record
     plan = shard_plan(len(prompts), shard_size)
     started = time.perf_counter()
     parts, generated = [], 0
     bar = progress_bar(plan, f"generate ({len(prompts)} questions)", enabled=progress, unit="shard")
     for start, stop in bar:
         target = shard_folder(folder, start, stop)
-        if (target / "texts.json").is_file():
-            parts.append(load_generations(target))
+        if _is_complete(target):
+            parts.append(load_shard(target))
             continue
-        gens = generate(
-            lm,
-            list(prompts[start:stop]),
-            num_samples=max(spec.num_samples, 1),
-            max_new_tokens=spec.max_new_tokens,
-            temperature=spec.temperature,
-            top_p=spec.top_p,
-            top_k=spec.top_k,
-            min_p=spec.min_p,
-            greedy=spec.num_samples == 0,
-            include_greedy=spec.num_samples > 0,
-            stop=spec.stop,
-            seed=spec.seed,
-            prompt_index_offset=start,
-            progress=False,
-        )
+        passes = generate_shard(lm, prompts[start:stop], spec, start)
         with atomic_dir(target) as tmp:
-            save_generations(gens, tmp)
+            for r, gens in enumerate(passes):
+                (tmp / f"pass{r}").mkdir()
+                save_generations(gens, tmp / f"pass{r}")
             publish(tmp)
-        parts.append(gens)
+        parts.append(passes)
         generated += 1
-    result = concat_generations(parts)
+    result = _join(parts)
     seconds = time.perf_counter() - started
     write_json(
         folder / "meta.json",
@@ -172,7 +204,8 @@ def run_generate(
             "key": key,
             "shards": [shard_folder(folder, a, b).name for a, b in plan],
             "questions": len(prompts),
-            "generated_tokens": result.num_generated_tokens(),
+            "passes": len(result),
+            "generated_tokens": sum(p.num_generated_tokens() for p in result),
             "seconds_last_run": seconds,
             **inputs,
         },
@@ -183,8 +216,19 @@ def run_generate(
     return result, record
 
 
-def split_greedy(gens: Generations, num_samples: int) -> tuple[Generations, Generations | None]:
-    """(greedy answers [N, 1], samples [N, K] or None when the run is greedy-only)."""
-    if num_samples == 0:
-        return gens, None
-    return gens.split_greedy()
+def _join(parts: list[list[Generations]]) -> list[Generations]:
+    """Shards [s][r] -> passes [r], each over every prompt."""
+    return [concat_generations([shard[r] for shard in parts]) for r in range(len(parts[0]))]
+
+
+def split_passes(
+    passes: list[Generations], num_samples: int
+) -> tuple[Generations, Generations | None, list[Generations]]:
+    """(graded greedy answers [N, 1], samples [N, K] or None, passes for the revision estimators).
+
+    With revise passes the graded answer and the samples are the final pass's; the bundle gets every pass
+    (greedy answer first in each). Without them there are no passes to compare."""
+    final = passes[-1]
+    greedy = final.select(slice(0, 1))
+    samples = final.select(slice(1, None)) if num_samples > 0 else None
+    return greedy, samples, list(passes) if len(passes) > 1 else []

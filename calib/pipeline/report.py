@@ -192,7 +192,9 @@ def write_report(
     parts = [
         f"# calib run: {summary['model']} on {summary['task']}",
         f"{summary['questions']} questions, greedy answer + {summary['num_samples']} samples each "
-        f"(temperature {summary['temperature']}, up to {summary['max_new_tokens']} new tokens). "
+        f"(temperature {summary['temperature']}, up to {summary['max_new_tokens']} new tokens"
+        + (f", revised {summary['revise_passes']} times" if summary.get("revise_passes") else "")
+        + "). "
         f"Greedy accuracy **{grades['correct'].mean():.3f}**. "
         f"Outputs: `results.parquet` (per question x estimator), `metrics.csv`, `metrics.md`, `figures/`.",
         "## Accuracy\n\n" + accuracy_table(grades),

@@ -44,8 +44,14 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     enable_compilation_cache()  # sampler, scoring and bootstrap programs are compiled once per machine
     store = ArtifactStore(cfg.artifacts_dir)
     K = cfg.decoding.num_samples
+    R = cfg.decoding.revise_passes
     needs = available_needs(
-        num_samples=K, has_model=True, has_questions=True, has_token_stats=True, has_hidden=True
+        num_samples=K,
+        has_model=True,
+        has_questions=True,
+        has_token_stats=True,
+        has_hidden=True,
+        num_passes=R + 1,
     )
     estimators, skipped = stages.resolve_estimators(cfg.estimators, needs)
     for name, why in skipped.items():
@@ -58,7 +64,9 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     log.info("model %s loaded in %.1f s", lm.name, time.perf_counter() - t)
     style = stages.prompt_style(cfg.task, lm)
     prompts = stages.build_prompts(examples, lm, cfg.task)
-    encode_prompts(lm, prompts, cfg.decoding.max_new_tokens)  # a prompt too long for the context fails now
+    encode_prompts(
+        lm, prompts, (R + 1) * cfg.decoding.max_new_tokens
+    )  # a prompt too long for the context fails now
     task_hash = stages.task_fingerprint(examples)
     manifest = {"artifacts_dir": str(store.root), "stages": {}}
 
@@ -68,16 +76,17 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     gen_inputs = {
         "model_digest": lm.digest,
         "dtype": cfg.model.dtype,
+        "style": style,
         "prompts": stages.content_hash(prompts),
         "questions": len(prompts),
         "decoding": decoding,
     }
     gen_key = artifact_key(generation.STAGE, generation.VERSION, gen_inputs)
-    spec = generation.DecodingSpec(**{**decoding, "stop": tuple(decoding["stop"])})
-    gens, record = generation.run_generate(
+    spec = generation.DecodingSpec(**{**decoding, "stop": tuple(decoding["stop"]), "style": style})
+    passes, record = generation.run_generate(
         store, gen_key, gen_inputs, lm, prompts, spec, cfg.decoding.shard_size, cfg.progress
     )
-    greedy, samples = generation.split_greedy(gens, K)
+    greedy, samples, revise_passes = generation.split_passes(passes, K)
     manifest["stages"]["generate"] = {"key": gen_key, **record, "seconds": time.perf_counter() - t}
 
     # grade
@@ -96,7 +105,9 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         store,
         estimators,
         keys,
-        lambda: stages.make_bundle(lm, greedy, samples, examples, cfg.estimators, style, cfg.progress),
+        lambda: stages.make_bundle(
+            lm, greedy, samples, examples, cfg.estimators, style, cfg.progress, passes=revise_passes
+        ),
         cfg.progress,
     )
     manifest["stages"]["estimate"] = {"keys": keys, **record, "seconds": time.perf_counter() - t}
@@ -135,6 +146,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         "task": cfg.task.name,
         "questions": len(examples),
         "num_samples": K,
+        "revise_passes": R,
         "temperature": cfg.decoding.temperature,
         "max_new_tokens": cfg.decoding.max_new_tokens,
         "accuracy": float(grades["correct"].mean()),

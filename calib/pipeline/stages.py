@@ -233,7 +233,14 @@ def model_calls(lm: Any, progress: bool) -> dict[str, Any]:
 
 
 def make_bundle(
-    lm: Any, greedy, samples, examples, cfg: EstimatorsConfig, style: str, progress: bool = False
+    lm: Any,
+    greedy,
+    samples,
+    examples,
+    cfg: EstimatorsConfig,
+    style: str,
+    progress: bool = False,
+    passes: Sequence = (),
 ):
     """A Bundle whose model calls go to `lm`; chat models get their template around every extra prompt."""
     from calib.estimators import Bundle
@@ -247,7 +254,15 @@ def make_bundle(
         options.setdefault("wrap_prompt", wrap)
     backend = get_backend(cfg.semantic, **options)
     return Bundle.from_model(
-        lm, greedy, samples, examples, semantic=backend, clustering=cfg.clustering, wrap_prompt=wrap, **calls
+        lm,
+        greedy,
+        samples,
+        examples,
+        passes=passes,
+        semantic=backend,
+        clustering=cfg.clustering,
+        wrap_prompt=wrap,
+        **calls,
     )
 
 
