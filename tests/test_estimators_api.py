@@ -79,7 +79,7 @@ def test_register_rejects_a_second_estimator_under_a_taken_name(isolated_registr
 
 
 def test_a_plugin_is_found_through_the_entry_point_group(tmp_path, monkeypatch, isolated_registry):
-    (tmp_path / "calib_demo_plugin.py").write_text(
+    (tmp_path / "calib_demo_estimator_plugin.py").write_text(
         textwrap.dedent(
             """
             import numpy as np
@@ -98,12 +98,12 @@ def test_a_plugin_is_found_through_the_entry_point_group(tmp_path, monkeypatch, 
             """
         )
     )
-    dist = tmp_path / "calib_demo_plugin-0.1.dist-info"
+    dist = tmp_path / "calib_demo_estimator_plugin-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: calib-demo-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[calib.estimators]\ndemo_constant = calib_demo_plugin:Constant\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: calib-demo-estimator-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[calib.estimators]\ndemo_constant = calib_demo_estimator_plugin:Constant\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "calib_demo_plugin", raising=False)
+    monkeypatch.delitem(sys.modules, "calib_demo_estimator_plugin", raising=False)
 
     assert "demo_constant" in list_estimators()
     estimator = get_estimator("demo_constant", value=0.5)

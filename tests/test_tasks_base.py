@@ -104,7 +104,7 @@ def test_register_task_and_load(monkeypatch):
 
 def test_plugin_registered_through_entry_point(tmp_path, monkeypatch):
     """A package outside calib adds a task via the `calib.tasks` entry-point group, found by importlib.metadata."""
-    (tmp_path / "calib_demo_plugin.py").write_text(
+    (tmp_path / "calib_demo_task_plugin.py").write_text(
         textwrap.dedent(
             """
             from calib.tasks import Example, Task
@@ -114,15 +114,16 @@ def test_plugin_registered_through_entry_point(tmp_path, monkeypatch):
             """
         )
     )
-    dist = tmp_path / "calib_demo_plugin-0.1.dist-info"
+    dist = tmp_path / "calib_demo_task_plugin-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: calib-demo-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[calib.tasks]\ndemo-plugin = calib_demo_plugin:build\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: calib-demo-task-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[calib.tasks]\ndemo-plugin = calib_demo_task_plugin:build\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "calib_demo_task_plugin", raising=False)
     assert "demo-plugin" in list_tasks()
     task = load_task("demo-plugin", n=4, shuffle=False)
     assert task.ids == [f"demo/{i}" for i in range(4)]
-    monkeypatch.delitem(sys.modules, "calib_demo_plugin", raising=False)
+    monkeypatch.delitem(sys.modules, "calib_demo_task_plugin", raising=False)
 
 
 def test_docs_quick_start_runs(capsys):
