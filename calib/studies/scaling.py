@@ -6,7 +6,7 @@ rows (calib.decode.revise). Row randomness depends only on (seed, question, row)
 first K samples of pass R and is exactly what a run with K samples and R passes would produce. The generation is
 stored in shards under <out>/generations/<key>/, so a killed study resumes without regenerating.
 
-    python -m calib.studies.scaling --model smollm2-135m-instruct --task mixed --limit 60 --out out/scaling
+    python -m calib.studies.scaling --model smollm2-135m-instruct --task mixed --limit 56 --out out/scaling
 
 Defaults come from configs/experiment/scaling.yaml (model, task, decoding, estimators, metrics); the K grid, R and
 the cue are this study's own options. Tables and figures are written by calib.studies.scaling_report.
@@ -30,7 +30,7 @@ from calib.decode.types import Generations
 from calib.errors import CalibError
 from calib.pipeline.config import ALL, RunConfig, validate
 from calib.pipeline.generation import concat_generations, load_generations, save_generations
-from calib.pipeline.store import content_hash, read_arrays, read_json, write_arrays, write_json
+from calib.pipeline.store import content_hash, publish, read_arrays, read_json, write_arrays, write_json
 
 log = logging.getLogger("calib")
 
@@ -244,7 +244,25 @@ def semantic_backend(cfg: StudyConfig, lm, style: str, memo: MemoCalls):
     if cfg.run.estimators.semantic == "judge":
         options.setdefault("score_fn", memo.score)
         options.setdefault("wrap_prompt", lm.format_prompt if style == "chat" else None)
-    return get_backend(cfg.run.estimators.semantic, **options)
+    backend = get_backend(cfg.run.estimators.semantic, **options)
+    if callable(getattr(backend, "encode", None)):
+        remember_embeddings(backend)
+    return backend
+
+
+def remember_embeddings(backend) -> None:
+    """Encode each distinct text once over the whole grid: the samples of small K are prefixes of large K, so
+    clustering and SAR's token-dropped variants repeat across points (identical vectors, a fraction of the time)."""
+    encode, vectors = backend.encode, {}
+
+    def cached(texts):
+        texts = list(texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in vectors))
+        if missing:
+            vectors.update(zip(missing, encode(missing)))
+        return np.stack([vectors[t] for t in texts]) if texts else encode(texts)
+
+    backend.encode = cached
 
 
 def estimate_point(
@@ -378,6 +396,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> Study
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     write_json(out / "meta.json", meta)
+    publish(out)
     log.info("scaling study finished in %.0f s: %s", timings["total"], out)
     return result
 

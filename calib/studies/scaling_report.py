@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from calib.cache import atomic_write_text
 from calib.pipeline.evaluate import METRICS
@@ -37,6 +38,11 @@ def _figure(ncols: int, nrows: int = 1, width: float = 3.2, height: float = 2.8)
     return fig, np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).reshape(-1)
 
 
+def _log_x(ax) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
+
+
 def metric_vs_compute(points: pd.DataFrame, accuracy: pd.DataFrame, metric: str) -> Figure:
     """One panel per estimator family: metric against FLOPs per question (log x); colour = estimator,
     line style = revise passes R, points along a line = K."""
@@ -48,7 +54,10 @@ def metric_vs_compute(points: pd.DataFrame, accuracy: pd.DataFrame, metric: str)
     for name in names:
         families.setdefault(family_of(name), []).append(name)
     with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(len(families))
+        ncols = min(3, len(families))
+        fig, axes = _figure(ncols, -(-len(families) // ncols))
+        for ax in axes[len(families) :]:
+            fig.delaxes(ax)
         for ax, (family, members) in zip(axes, families.items()):
             for i, name in enumerate(members):
                 for j, (r, rows) in enumerate(part[part["estimator"] == name].groupby("R")):
@@ -62,7 +71,7 @@ def metric_vs_compute(points: pd.DataFrame, accuracy: pd.DataFrame, metric: str)
                         color=COLORS[i % len(COLORS)],
                         label=None if j else name,
                     )
-            ax.set_xscale("log")
+            _log_x(ax)
             ax.set(xlabel="FLOPs per question", ylabel=METRICS[metric].label, title=family)
             ax.legend(frameon=False, fontsize=6)
         fig.suptitle(f"{METRICS[metric].label} against compute (line style: R = 0 solid, 1 dashed, 2 dotted)")
@@ -156,7 +165,7 @@ def adaptive_figure(adaptive: pd.DataFrame, accuracy: pd.DataFrame) -> Figure:
             color="#555555",
             label="every question, R passes",
         )
-        ax.set_xscale("log")
+        _log_x(ax)
         ax.set(xlabel="FLOPs per question", ylabel="accuracy", title="Adaptive revision (0 to 100% revised)")
         ax.legend(frameon=False, fontsize=6)
     return fig
@@ -251,6 +260,26 @@ def answers_table(grades: list[pd.DataFrame]) -> pd.DataFrame:
     return base
 
 
+def draw_figures(out: Path, formats=("png",)) -> list[Path]:
+    """Every figure, drawn from the tables in `out` (so figures can be redrawn without rerunning the study)."""
+    read = lambda name: pd.read_csv(out / f"{name}.csv")  # noqa: E731
+    points, accuracy, transitions = read("points"), read("accuracy"), read("transitions")
+    adaptive = read("adaptive") if (out / "adaptive.csv").stat().st_size > 1 else pd.DataFrame()
+    figures, written = out / "figures", []
+    for metric in [m for m in ("auroc", "prr", "ece", "brier") if m in set(points["metric"])]:
+        fig = metric_vs_compute(points, accuracy, metric)
+        written += save_figure(fig, figures / f"{metric}_vs_compute", formats)
+    if "ece" in set(points["metric"]):
+        written += save_figure(
+            per_pass(accuracy, points, int(accuracy["K"].max())), figures / "per_pass", formats
+        )
+    if not transitions.empty:
+        written += save_figure(transitions_figure(transitions), figures / "transitions", formats)
+    if not adaptive.empty:
+        written += save_figure(adaptive_figure(adaptive, accuracy), figures / "adaptive", formats)
+    return written
+
+
 def write_outputs(result, grades: list[pd.DataFrame], rv, cfg) -> None:
     out: Path = result.out
     out.mkdir(parents=True, exist_ok=True)
@@ -258,21 +287,15 @@ def write_outputs(result, grades: list[pd.DataFrame], rv, cfg) -> None:
         atomic_write_text(out / f"{name}.csv", getattr(result, name).to_csv(index=False))
     atomic_write_text(out / "answers.csv", answers_table(grades).to_csv(index=False))
     write_table(out / "confidences.parquet", result.confidences)
-    formats = cfg.run.report.formats
     if cfg.run.report.figures:
-        figures = out / "figures"
-        for metric in [m for m in ("auroc", "prr", "ece", "brier") if m in set(result.points["metric"])]:
-            save_figure(
-                metric_vs_compute(result.points, result.accuracy, metric),
-                figures / f"{metric}_vs_compute",
-                formats,
-            )
-        if "ece" in set(result.points["metric"]):
-            save_figure(
-                per_pass(result.accuracy, result.points, max(cfg.samples)), figures / "per_pass", formats
-            )
-        if not result.transitions.empty:
-            save_figure(transitions_figure(result.transitions), figures / "transitions", formats)
-        if not result.adaptive.empty:
-            save_figure(adaptive_figure(result.adaptive, result.accuracy), figures / "adaptive", formats)
+        draw_figures(out, cfg.run.report.formats)
     atomic_write_text(out / "summary.md", summary(result, cfg))
+
+
+if (
+    __name__ == "__main__"
+):  # redraw the figures of a finished study: python -m calib.studies.scaling_report OUT
+    import sys
+
+    for path in draw_figures(Path(sys.argv[1])):
+        print(path)

@@ -213,7 +213,7 @@ def adaptive_table(
                         "accuracy": acc[0],
                         "accuracy_low": acc[1],
                         "accuracy_high": acc[2],
-                        "accuracy_kept": float((acc[0] - acc_none) / gain) if gain else float("nan"),
+                        "accuracy_kept": float((acc[0] - acc_none) / gain) + 0.0 if gain else float("nan"),
                         "processed_tokens": float((base + mask * extra).mean()),
                         "flops": float((base + mask * extra).mean()) * flops_per_token,
                         "compute_saved": float(1 - extra[mask].sum() / extra.sum()) if extra.sum() else 0.0,
