@@ -35,7 +35,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not weights and not slow"
 
 lint: setup
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check calib tests benchmarks
 
 bench: setup
 	$(PY) benchmarks/bench_model_load.py

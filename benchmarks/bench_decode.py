@@ -36,7 +36,11 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
 def bench_calib(lm, workload: str) -> dict:
     from calib.decode import generate
 
-    kwargs = dict(num_samples=16, max_new_tokens=32, temperature=1.0) if workload == "W1" else dict(greedy=True, max_new_tokens=64)
+    kwargs = (
+        dict(num_samples=16, max_new_tokens=32, temperature=1.0)
+        if workload == "W1"
+        else dict(greedy=True, max_new_tokens=64)
+    )
     prompts = PROMPTS if workload == "W1" else PROMPTS[:1]
     start = time.perf_counter()
     generate(lm, prompts, stop=(), seed=0, **kwargs)  # includes compilation (or a compilation-cache hit)
@@ -45,7 +49,12 @@ def bench_calib(lm, workload: str) -> dict:
     gens = generate(lm, prompts, stop=(), seed=1, **kwargs)
     seconds = time.perf_counter() - start
     tokens = gens.num_generated_tokens() + sum(r == "eos" for row in gens.stop_reasons for r in row)
-    return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds, "compile_s": max(first - seconds, 0.0)}
+    return {
+        "tokens": tokens,
+        "seconds": seconds,
+        "tok_s": tokens / seconds,
+        "compile_s": max(first - seconds, 0.0),
+    }
 
 
 def bench_transformers(path: str, workload: str) -> dict:
@@ -61,11 +70,18 @@ def bench_transformers(path: str, workload: str) -> dict:
         for p in prompts:
             ids = tok(p, return_tensors="pt").input_ids
             if workload == "W1":
-                out = model.generate(ids, do_sample=True, temperature=1.0, top_k=0, max_new_tokens=32,
-                                     num_return_sequences=16, pad_token_id=tok.eos_token_id)
+                out = model.generate(
+                    ids,
+                    do_sample=True,
+                    temperature=1.0,
+                    top_k=0,
+                    max_new_tokens=32,
+                    num_return_sequences=16,
+                    pad_token_id=tok.eos_token_id,
+                )
             else:
                 out = model.generate(ids, do_sample=False, max_new_tokens=64, pad_token_id=tok.eos_token_id)
-            new = out[:, ids.shape[1]:]
+            new = out[:, ids.shape[1] :]
             tokens += int(sum(_length_until_eos(row.tolist(), tok.eos_token_id) for row in new))
     seconds = time.perf_counter() - start
     return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds}
@@ -85,8 +101,13 @@ def bench_llama_cpp(path: str, workload: str) -> dict | None:
     tokens, start = 0, time.perf_counter()
     for p in prompts:
         for _ in range(16 if workload == "W1" else 1):
-            out = llm(p, max_tokens=32 if workload == "W1" else 64, temperature=1.0 if workload == "W1" else 0.0,
-                      top_k=0 if workload == "W1" else 1, top_p=1.0)
+            out = llm(
+                p,
+                max_tokens=32 if workload == "W1" else 64,
+                temperature=1.0 if workload == "W1" else 0.0,
+                top_k=0 if workload == "W1" else 1,
+                top_p=1.0,
+            )
             tokens += out["usage"]["completion_tokens"]
     seconds = time.perf_counter() - start
     return {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds}
@@ -109,7 +130,9 @@ def main() -> None:
         row["llama.cpp"] = bench_llama_cpp(smollm2_path(), workload)
         results[workload] = row
     results["load_average"] = os.getloadavg()
-    print(f"large f32 matmul: {peak:.0f} GFLOP/s; load average during the run {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"large f32 matmul: {peak:.0f} GFLOP/s; load average during the run {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     print(f"{'workload':<9}{'engine':<14}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'calib ratio':>13}")
     for workload in ("W1", "W2"):
         ours = results[workload]["calib"]["tok_s"]
@@ -118,9 +141,13 @@ def main() -> None:
                 print(f"{workload:<9}{engine:<14}{'skipped (not installed)':>39}")
                 continue
             ratio = "" if engine == "calib" else f"{ours / r['tok_s']:.2f}x"
-            print(f"{workload:<9}{engine:<14}{r['tokens']:>8}{r['seconds']:>9.2f}{r['tok_s']:>9.1f}{ratio:>13}")
+            print(
+                f"{workload:<9}{engine:<14}{r['tokens']:>8}{r['seconds']:>9.2f}{r['tok_s']:>9.1f}{ratio:>13}"
+            )
         c = results[workload]["calib"]
-        print(f"{'':<9}calib compile {c['compile_s']:.1f} s; model FLOP/s = {100 * c['roofline_fraction']:.0f}% of the matmul roofline")
+        print(
+            f"{'':<9}calib compile {c['compile_s']:.1f} s; model FLOP/s = {100 * c['roofline_fraction']:.0f}% of the matmul roofline"
+        )
     path = Path(__file__).parent / "results" / "decode.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=float))

@@ -25,7 +25,9 @@ print(json.dumps({{"import_s": t1 - t0, "load_s": t2 - t1, "first_logits_s": t3 
 
 
 def measure(name: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE.format(name=name)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(name=name)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

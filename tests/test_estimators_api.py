@@ -101,7 +101,9 @@ def test_a_plugin_is_found_through_the_entry_point_group(tmp_path, monkeypatch, 
     dist = tmp_path / "calib_demo_estimator_plugin-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: calib-demo-estimator-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[calib.estimators]\ndemo_constant = calib_demo_estimator_plugin:Constant\n")
+    (dist / "entry_points.txt").write_text(
+        "[calib.estimators]\ndemo_constant = calib_demo_estimator_plugin:Constant\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "calib_demo_estimator_plugin", raising=False)
 

@@ -17,14 +17,68 @@ pytestmark = pytest.mark.weights
 
 TWO_SHOT = "Q: What is the capital of France?\nA: Paris\nQ: What is the capital of Japan?\nA: Tokyo\nQ: What is the capital of {country}?\nA:"
 COUNTRIES = [
-    "Germany", "Italy", "Spain", "Canada", "Brazil", "Egypt", "Australia", "India", "China", "Russia", "Mexico",
-    "Argentina", "Kenya", "Nigeria", "Turkey", "Greece", "Sweden", "Norway", "Poland", "Portugal", "Thailand",
-    "Vietnam", "Peru", "Chile", "Ireland", "Austria", "Switzerland", "Netherlands", "South Korea", "Indonesia",
+    "Germany",
+    "Italy",
+    "Spain",
+    "Canada",
+    "Brazil",
+    "Egypt",
+    "Australia",
+    "India",
+    "China",
+    "Russia",
+    "Mexico",
+    "Argentina",
+    "Kenya",
+    "Nigeria",
+    "Turkey",
+    "Greece",
+    "Sweden",
+    "Norway",
+    "Poland",
+    "Portugal",
+    "Thailand",
+    "Vietnam",
+    "Peru",
+    "Chile",
+    "Ireland",
+    "Austria",
+    "Switzerland",
+    "Netherlands",
+    "South Korea",
+    "Indonesia",
 ]
 CAPITALS = [
-    "Berlin", "Rome", "Madrid", "Ottawa", "Brasília", "Cairo", "Canberra", "New Delhi", "Beijing", "Moscow",
-    "Mexico City", "Buenos Aires", "Nairobi", "Abuja", "Ankara", "Athens", "Stockholm", "Oslo", "Warsaw", "Lisbon",
-    "Bangkok", "Hanoi", "Lima", "Santiago", "Dublin", "Vienna", "Bern", "Amsterdam", "Seoul", "Jakarta",
+    "Berlin",
+    "Rome",
+    "Madrid",
+    "Ottawa",
+    "Brasília",
+    "Cairo",
+    "Canberra",
+    "New Delhi",
+    "Beijing",
+    "Moscow",
+    "Mexico City",
+    "Buenos Aires",
+    "Nairobi",
+    "Abuja",
+    "Ankara",
+    "Athens",
+    "Stockholm",
+    "Oslo",
+    "Warsaw",
+    "Lisbon",
+    "Bangkok",
+    "Hanoi",
+    "Lima",
+    "Santiago",
+    "Dublin",
+    "Vienna",
+    "Bern",
+    "Amsterdam",
+    "Seoul",
+    "Jakarta",
 ]
 LONG_TEXT = " ".join(
     f"Item {i}: the {['red', 'blue', 'green', 'small'][i % 4]} box number {i * 7 % 13} sits next to shelf {i % 5}."
@@ -45,8 +99,9 @@ def _reference(name):
     from transformers import AutoModelForCausalLM
 
     path = BUILTIN_GGUF[name]()
-    return AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
-                                                dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
+    ).eval()
 
 
 def _log_softmax(x):
@@ -58,13 +113,16 @@ def _reference_greedy(ref, lm, prompt, steps=8):
     ids = torch.tensor([lm.encode(prompt)])
     with torch.no_grad():
         out = ref.generate(ids, max_new_tokens=steps, do_sample=False, pad_token_id=lm.config.pad_id)
-    return lm.decode(out[0, ids.shape[1]:]).split("\n")[0].strip()
+    return lm.decode(out[0, ids.shape[1] :]).split("\n")[0].strip()
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("smollm2-135m-instruct", marks=pytest.mark.xdist_group("smollm2")),
-    pytest.param("gemma3-270m", marks=pytest.mark.xdist_group("gemma3")),
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("smollm2-135m-instruct", marks=pytest.mark.xdist_group("smollm2")),
+        pytest.param("gemma3-270m", marks=pytest.mark.xdist_group("gemma3")),
+    ],
+)
 def test_logits_and_greedy_capitals_match_transformers(name):
     lm, ref = load_model(name), _reference(name)
     for prompt in PROMPTS:

@@ -44,9 +44,17 @@ class DecodeSession:
     for the prompt plus `room` more tokens over all passes and cues.
     """
 
-    def __init__(self, lm: LanguageModel, prompt_ids: Sequence[Sequence[int]], rows_per_prompt: int,
-                 greedy_rows: Sequence[bool], room: int, seed: int = 0, prompt_index_offset: int = 0,
-                 batch_prompts: int | None = None):
+    def __init__(
+        self,
+        lm: LanguageModel,
+        prompt_ids: Sequence[Sequence[int]],
+        rows_per_prompt: int,
+        greedy_rows: Sequence[bool],
+        room: int,
+        seed: int = 0,
+        prompt_index_offset: int = 0,
+        batch_prompts: int | None = None,
+    ):
         self.lm, self.rows_per_prompt = lm, rows_per_prompt
         self.num_prompts = len(prompt_ids)
         batch = batch_prompts or self.num_prompts
@@ -60,8 +68,10 @@ class DecodeSession:
         for j, p in enumerate(prompt_ids):
             ids[j, : len(p)], lengths[j] = p, len(p)
         self.rows = batch * rows_per_prompt
-        self.history = [list(prompt_ids[r // rows_per_prompt]) if r // rows_per_prompt < self.num_prompts else []
-                        for r in range(self.rows)]  # every token in each row's cache, for checks and revise
+        self.history = [
+            list(prompt_ids[r // rows_per_prompt]) if r // rows_per_prompt < self.num_prompts else []
+            for r in range(self.rows)
+        ]  # every token in each row's cache, for checks and revise
         self.pending: list[int | None] = [None] * self.rows  # last sampled token not yet fed to the cache
         self.greedy = np.tile(np.asarray(greedy_rows, bool), batch)
         keys = session.row_keys(seed, prompt_index_offset + jnp.arange(batch), rows_per_prompt)
@@ -71,8 +81,9 @@ class DecodeSession:
         if self._sharding is not None:
             ids, lengths, keys = jax.device_put((ids, lengths, keys), self._sharding)
         graphdef, params = lm.graphdef_and_state
-        self.state = session.prefill(graphdef, params, ids, lengths, keys, cache_len=self.cache_len,
-                                     repeats=rows_per_prompt)
+        self.state = session.prefill(
+            graphdef, params, ids, lengths, keys, cache_len=self.cache_len, repeats=rows_per_prompt
+        )
         if self._sharding is not None:
             self.state = jax.device_put(self.state, jax.tree.map(lambda _: self._sharding, self.state))
         self.positions = np.repeat(lengths, rows_per_prompt)
@@ -89,25 +100,40 @@ class DecodeSession:
             self.append([[] for _ in range(self.rows)])
         steps = sampling.max_new_tokens
         if int(self.positions.max()) + steps > self.cache_len:
-            raise CalibError(f"decoding {steps} more tokens would overflow this session's cache of {self.cache_len} "
-                             "tokens: create the session with more room")
+            raise CalibError(
+                f"decoding {steps} more tokens would overflow this session's cache of {self.cache_len} "
+                "tokens: create the session with more room"
+            )
         cfg, lm = self.lm.config, self.lm
-        spec = session.SamplingSpec(steps, sampling.top_logprobs, sampling.top_k, sampling.top_p is not None,
-                                    sampling.min_p is not None)
-        per_row = self._put((
-            jnp.asarray(self.greedy), jnp.full((self.rows,), sampling.temperature, jnp.float32),
-            jnp.full((self.rows,), sampling.top_p or 1.0, jnp.float32),
-            jnp.full((self.rows,), sampling.min_p or 0.0, jnp.float32),
-        ))
-        masks = (jnp.asarray(stop_token_mask(lm.tokenizer, tuple(sampling.stop), cfg.vocab_size)),
-                 jnp.asarray(eos_token_mask(lm.eos_ids, cfg.vocab_size)))
+        spec = session.SamplingSpec(
+            steps,
+            sampling.top_logprobs,
+            sampling.top_k,
+            sampling.top_p is not None,
+            sampling.min_p is not None,
+        )
+        per_row = self._put(
+            (
+                jnp.asarray(self.greedy),
+                jnp.full((self.rows,), sampling.temperature, jnp.float32),
+                jnp.full((self.rows,), sampling.top_p or 1.0, jnp.float32),
+                jnp.full((self.rows,), sampling.min_p or 0.0, jnp.float32),
+            )
+        )
+        masks = (
+            jnp.asarray(stop_token_mask(lm.tokenizer, tuple(sampling.stop), cfg.vocab_size)),
+            jnp.asarray(eos_token_mask(lm.eos_ids, cfg.vocab_size)),
+        )
         graphdef, params = lm.graphdef_and_state
-        self.state, record = session.decode(graphdef, params, self.state, *per_row, *masks, jnp.int32(cfg.pad_id),
-                                            spec=spec)
+        self.state, record = session.decode(
+            graphdef, params, self.state, *per_row, *masks, jnp.int32(cfg.pad_id), spec=spec
+        )
         record = jax.device_get(record)
         for r in range(self.rows):
             n = int(record.lengths[r])
-            self.history[r].extend(int(t) for t in record.tokens[r, : n - 1])  # all but the last token were fed
+            self.history[r].extend(
+                int(t) for t in record.tokens[r, : n - 1]
+            )  # all but the last token were fed
             self.pending[r] = int(record.tokens[r, n - 1]) if n else None
         self.positions = self.positions + np.maximum(record.lengths - 1, 0)
         return record
@@ -116,8 +142,12 @@ class DecodeSession:
         """Feed tokens [row][...] after each row's history (by default first the token that ended its last pass)."""
         if len(tokens) not in (self.rows, self.num_prompts * self.rows_per_prompt):
             raise CalibError(f"append() needs one token list per row ({self.rows}), got {len(tokens)}")
-        rows = [([self.pending[r]] if feed_pending and self.pending[r] is not None else []) + list(tokens[r])
-                if r < len(tokens) else [] for r in range(self.rows)]
+        rows = [
+            ([self.pending[r]] if feed_pending and self.pending[r] is not None else []) + list(tokens[r])
+            if r < len(tokens)
+            else []
+            for r in range(self.rows)
+        ]
         width = bucket(max(max(map(len, rows)), 1), 8)
         if int((self.positions + np.array([len(x) for x in rows])).max()) > self.cache_len:
             raise CalibError(f"appending would overflow this session's cache of {self.cache_len} tokens")
@@ -128,18 +158,30 @@ class DecodeSession:
             self.history[r].extend(x)
             self.pending[r] = None
         graphdef, params = self.lm.graphdef_and_state
-        self.state = session.append(graphdef, params, self.state, *self._put((jnp.asarray(ids), jnp.asarray(lengths))))
+        self.state = session.append(
+            graphdef, params, self.state, *self._put((jnp.asarray(ids), jnp.asarray(lengths)))
+        )
         self.positions = self.positions + lengths
 
-    def to_generations(self, prompts: Sequence[str], record: session.Record, stop: tuple[str, ...]) -> Generations:
+    def to_generations(
+        self, prompts: Sequence[str], record: session.Record, stop: tuple[str, ...]
+    ) -> Generations:
         """Host side: cut each row at its terminator or stop string; regroup as [prompt][sample]."""
         return collect(self.lm, prompts, [(self.num_prompts, record)], self.rows_per_prompt, stop)
 
 
 def collect(lm: LanguageModel, prompts, records, rows_per_prompt: int, stop: tuple[str, ...]) -> Generations:
     """Turn device records of several batches into one Generations."""
-    names = ("texts", "token_ids", "token_logprobs", "sample_logprobs", "token_entropies", "top_ids", "top_logprobs",
-             "stop_reasons")
+    names = (
+        "texts",
+        "token_ids",
+        "token_logprobs",
+        "sample_logprobs",
+        "token_entropies",
+        "top_ids",
+        "top_logprobs",
+        "stop_reasons",
+    )
     fields: dict[str, list] = {name: [] for name in names}
     hidden = []
     for n_prompts, rec in records:
@@ -152,13 +194,21 @@ def collect(lm: LanguageModel, prompts, records, rows_per_prompt: int, stop: tup
                     n -= 1
                 text, kept, found = truncate_at_stop(lm.tokenizer, rec.tokens[r, :n], stop)
                 per_sample["texts"].append(text.strip())
-                per_sample["stop_reasons"].append("stop" if found or reason == session.REASON_STOP
-                                                  else REASON_NAMES.get(reason, "length"))
-                for name, source in (("token_ids", rec.tokens), ("token_logprobs", rec.logprobs),
-                                     ("sample_logprobs", rec.sample_logprobs), ("token_entropies", rec.entropies),
-                                     ("top_ids", rec.top_ids), ("top_logprobs", rec.top_logprobs)):
+                per_sample["stop_reasons"].append(
+                    "stop" if found or reason == session.REASON_STOP else REASON_NAMES.get(reason, "length")
+                )
+                for name, source in (
+                    ("token_ids", rec.tokens),
+                    ("token_logprobs", rec.logprobs),
+                    ("sample_logprobs", rec.sample_logprobs),
+                    ("token_entropies", rec.entropies),
+                    ("top_ids", rec.top_ids),
+                    ("top_logprobs", rec.top_logprobs),
+                ):
                     per_sample[name].append(np.asarray(source[r, :kept]))
             for name in names:
                 fields[name].append(per_sample[name])
-            hidden.append(np.asarray(rec.answer_hidden[p * rows_per_prompt : (p + 1) * rows_per_prompt], np.float32))
+            hidden.append(
+                np.asarray(rec.answer_hidden[p * rows_per_prompt : (p + 1) * rows_per_prompt], np.float32)
+            )
     return Generations(prompts=list(prompts), hidden=hidden, **fields)

@@ -86,20 +86,44 @@ def generate(
     greedy_rows = ([True] if rows_per_prompt > k else []) + [greedy] * k
     n_dev = lm.mesh.devices.size if lm.mesh is not None else 1
     per_batch = prompts_per_batch(
-        lm.config, len(prompts), rows_per_prompt, bucket(max(map(len, encoded))) + bucket(max_new_tokens),
-        max_new_tokens, top_logprobs, jnp.dtype(lm.dtype).itemsize, memory_budget, max_rows, n_dev,
+        lm.config,
+        len(prompts),
+        rows_per_prompt,
+        bucket(max(map(len, encoded))) + bucket(max_new_tokens),
+        max_new_tokens,
+        top_logprobs,
+        jnp.dtype(lm.dtype).itemsize,
+        memory_budget,
+        max_rows,
+        n_dev,
     )
     records = []
     for start in progress_bar(range(0, len(prompts), per_batch), "generate", enabled=progress, unit="batch"):
         chunk = encoded[start : start + per_batch]
-        decoder = DecodeSession(lm, chunk, rows_per_prompt, greedy_rows, max_new_tokens, seed,
-                                prompt_index_offset + start, batch_prompts=per_batch)
+        decoder = DecodeSession(
+            lm,
+            chunk,
+            rows_per_prompt,
+            greedy_rows,
+            max_new_tokens,
+            seed,
+            prompt_index_offset + start,
+            batch_prompts=per_batch,
+        )
         records.append((len(chunk), decoder.decode(sampling)))
     gens = collect(lm, prompts, records, rows_per_prompt, sampling.stop)
     gens.meta.update(
-        num_samples=k, include_greedy=rows_per_prompt > k, temperature=temperature, top_p=top_p, top_k=top_k,
-        min_p=min_p, max_new_tokens=max_new_tokens, stop=list(sampling.stop), seed=seed,
-        prompt_index_offset=prompt_index_offset, seconds=time.perf_counter() - started,
+        num_samples=k,
+        include_greedy=rows_per_prompt > k,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        max_new_tokens=max_new_tokens,
+        stop=list(sampling.stop),
+        seed=seed,
+        prompt_index_offset=prompt_index_offset,
+        seconds=time.perf_counter() - started,
         prompt_tokens=int(sum(map(len, encoded))),
     )
     return gens

@@ -26,7 +26,9 @@ class RMSNorm(nnx.Module):
 
     def __init__(self, dim: int, eps: float, plus_one: bool, dtype, rngs: nnx.Rngs | None):
         init = jnp.zeros if plus_one else jnp.ones
-        self.scale = nnx.Param(init((dim,), dtype) if rngs is not None else jax.ShapeDtypeStruct((dim,), dtype))
+        self.scale = nnx.Param(
+            init((dim,), dtype) if rngs is not None else jax.ShapeDtypeStruct((dim,), dtype)
+        )
         self.eps, self.plus_one = eps, plus_one
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -24,7 +24,9 @@ class LanguageModel:
     name: str
     config: ModelConfig
     model: Transformer
-    tokenizer_factory: Callable[[], object]  # builds the transformers tokenizer on first use (it can take seconds)
+    tokenizer_factory: Callable[
+        [], object
+    ]  # builds the transformers tokenizer on first use (it can take seconds)
     digest: str
     prompt_style: Literal["chat", "completion"] = "completion"
     cache_dir: str | None = None

@@ -65,12 +65,16 @@ def _place(model: nnx.Module, mesh) -> None:
 
 
 def _prompt_style(folder: str) -> str:
-    """"chat" when the saved tokenizer has a chat template (instruct models), else "completion" (base models)."""
+    """ "chat" when the saved tokenizer has a chat template (instruct models), else "completion" (base models)."""
     path = Path(folder)
     if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
         return "chat"
     try:
-        return "chat" if json.loads((path / "tokenizer_config.json").read_text()).get("chat_template") else "completion"
+        return (
+            "chat"
+            if json.loads((path / "tokenizer_config.json").read_text()).get("chat_template")
+            else "completion"
+        )
     except (OSError, json.JSONDecodeError):
         return "completion"
 
@@ -86,7 +90,9 @@ def _from_hf(folder: str, dtype, mesh) -> LanguageModel:
         "|".join(file_digest(p) for p in sorted(Path(folder).glob("*.safetensors"))).encode()
     ).hexdigest()
     tokenizer = functools.partial(load_tokenizer, folder)
-    return LanguageModel(Path(folder).name, cfg, model, tokenizer, digest, _prompt_style(folder), folder, mesh)
+    return LanguageModel(
+        Path(folder).name, cfg, model, tokenizer, digest, _prompt_style(folder), folder, mesh
+    )
 
 
 def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:

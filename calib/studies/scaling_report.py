@@ -292,10 +292,8 @@ def write_outputs(result, grades: list[pd.DataFrame], rv, cfg) -> None:
     atomic_write_text(out / "summary.md", summary(result, cfg))
 
 
-if (
-    __name__ == "__main__"
-):  # redraw the figures of a finished study: python -m calib.studies.scaling_report OUT
-    import sys
+if __name__ == "__main__":
+    import sys  # redraw the figures of a finished study: python -m calib.studies.scaling_report OUT
 
     for path in draw_figures(Path(sys.argv[1])):
         print(path)
