@@ -1,9 +1,10 @@
-"""The `calib` command: the main job on Hydra, plus `calib compare` and `calib list`.
+"""The `calib` command: the main job on Hydra, plus `calib compare`, `calib list` and `calib feedback`.
 
     calib [KEY=VALUE ...]          one run (Hydra overrides; `calib --help` explains them)
     calib -m KEY=V1,V2 ...         a sweep, one run per combination
     calib compare PATH [PATH ...]  one table of the metrics of finished runs
     calib list                     what can be named: models, tasks, estimators, metrics, config options
+    calib feedback record|refit|show|export|transform  the recalibration feedback loop (docs/recalibration.md)
 
 User errors (unknown group option or key, wrong type, bad value, missing file) end with one line on stderr and
 exit code 2, before anything is written to the artifact store.
@@ -222,6 +223,10 @@ def main(argv: list[str] | None = None) -> None:
             return _compare(argv[1:])
         if argv and argv[0] == "list":
             return _list(argv[1:])
+        if argv and argv[0] == "feedback":
+            from calib import feedback_cli
+
+            sys.exit(feedback_cli.main(argv[1:]))
         return _hydra(argv)
     except CalibError as err:
         print(f"calib: error: {err}", file=sys.stderr)

@@ -112,3 +112,23 @@ def test_bad_rows_in_a_file_name_the_row(tmp_path, capsys):
     assert code == 2 and "row 2" in err
     with FeedbackStore(tmp_path / "fb.db") as store:
         assert store.count() == 0  # the good first row was not written either
+
+
+def test_the_calib_console_script_dispatches_feedback(tmp_path):
+    """`calib feedback ...` reaches feedback_cli through the installed `calib` entry point (a subprocess)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    calib = Path(sys.executable).with_name("calib")
+    db = f"sqlite:///{tmp_path}/fb.db"
+    args = ["--db", db, "--confidence", "0.9", "--correct", "0", "--uid", "x"]
+    done = subprocess.run([calib, "feedback", "record", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "recorded 1 new rows" in done.stdout, done.stderr
+    bad = subprocess.run(
+        [calib, "feedback", "record", "--db", db, "--confidence", "1.5", "--correct", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
