@@ -58,15 +58,17 @@ def _bin_sums(values: jax.Array, bins: jax.Array, n_bins: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "n_bins"))
-def _score_batch(graphdef, params, ids, targets, mask, *, n_bins: int):
-    """Log-prob of each target [B, T] and Full-ECE sums, one row's [T, V] probabilities at a time."""
+def _score_batch(graphdef, params, ids, where, targets, mask, *, n_bins: int):
+    """Log-prob of each target [B, C] and Full-ECE sums. Only the C scored positions `where` of each row go through
+    the LM head (a prompt of T tokens would otherwise cost T x V logits per row); one row's [C, V] at a time."""
     model = nnx.merge(graphdef, params)
     positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
     hidden, _ = model.hidden(ids, positions)
+    hidden = jnp.take_along_axis(hidden, where[:, :, None], axis=1)  # [B, C, D]
 
     def row(args):
         h, tgt, m = args
-        logprobs = jax.nn.log_softmax(model.project(h), axis=-1)  # [T, V]
+        logprobs = jax.nn.log_softmax(model.project(h), axis=-1)  # [C, V]
         target_lp = jnp.take_along_axis(logprobs, tgt[:, None], axis=-1)[:, 0]
         if n_bins == 0:
             return target_lp, jnp.zeros((6, 1))
@@ -135,18 +137,27 @@ def score_with_stats(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         length = bucket(max(len(pairs[i][0]) + len(pairs[i][1]) for i in idx))
+        scored = bucket(max(len(pairs[i][1]) for i in idx), minimum=4)
         ids = np.full((batch_size, length), lm.config.pad_id, np.int32)
-        targets = np.zeros((batch_size, length), np.int32)
-        mask = np.zeros((batch_size, length), bool)
+        where = np.zeros((batch_size, scored), np.int32)
+        targets = np.zeros((batch_size, scored), np.int32)
+        mask = np.zeros((batch_size, scored), bool)
         for j, i in enumerate(idx):
             p_ids, c_ids = pairs[i]
             seq = p_ids + c_ids
             ids[j, : len(seq)] = seq
-            start_pos = len(p_ids) - 1
-            targets[j, start_pos : start_pos + len(c_ids)] = c_ids
-            mask[j, start_pos : start_pos + len(c_ids)] = True
+            # the logits at position len(p_ids) - 1 + t predict continuation token t
+            where[j, : len(c_ids)] = np.arange(len(c_ids)) + len(p_ids) - 1
+            targets[j, : len(c_ids)] = c_ids
+            mask[j, : len(c_ids)] = True
         lp, sums = _score_batch(
-            graphdef, params, jnp.asarray(ids), jnp.asarray(targets), jnp.asarray(mask), n_bins=n_bins
+            graphdef,
+            params,
+            jnp.asarray(ids),
+            jnp.asarray(where),
+            jnp.asarray(targets),
+            jnp.asarray(mask),
+            n_bins=n_bins,
         )
         lp = np.asarray(lp)
         if n_bins:
