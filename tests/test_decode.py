@@ -61,6 +61,23 @@ def test_token_logprobs_equal_teacher_forced_score(tiny_gemma3):
     assert (ent >= 0).all() and (ent <= np.log(tiny_gemma3.config.vocab_size) + 1e-4).all()
 
 
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gemma3"])
+def test_score_equals_log_softmax_of_full_logits_with_shared_prompts(name, request):
+    """Pairs that share a prompt reuse its encoding (one prefill, rows repeating its cache); every continuation's
+    log-probs still equal log_softmax(lm.logits(prompt + continuation)) at its positions. The long prompt crosses
+    tiny Gemma's sliding window."""
+    lm = request.getfixturevalue(name)
+    long_prompt = " ".join(["word"] * 40)
+    prompts = ["hello there", "hello there", "hello there", "x", long_prompt, long_prompt]
+    conts = [" (A)", " (B)", " maybe so", " y", " yes", " no, never again"]
+    scored = score(lm, prompts, conts, batch_size=2)
+    for p, c, got in zip(prompts, conts, scored):
+        p_ids, c_ids = lm.encode(p), lm.tokenizer(c, add_special_tokens=False)["input_ids"]
+        logp = jax.nn.log_softmax(lm.logits([p_ids + c_ids])[0], axis=-1)
+        expected = [float(logp[len(p_ids) - 1 + t, tok]) for t, tok in enumerate(c_ids)]
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
 def test_seeds_and_temperature_zero(tiny_llama):
     a = generate(tiny_llama, PROMPTS, num_samples=4, max_new_tokens=12, stop=(), seed=7)
     b = generate(tiny_llama, PROMPTS, num_samples=4, max_new_tokens=12, stop=(), seed=7)

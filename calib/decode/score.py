@@ -19,6 +19,9 @@ from calib.cache import enable_compilation_cache
 from calib.decode.planning import bucket
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
+from calib.models.transformer import init_cache
+
+MAX_SHARED = 8  # continuations sharing one encoded prompt in a batch (their rows repeat its KV cache)
 
 
 @dataclass
@@ -57,14 +60,24 @@ def _bin_sums(values: jax.Array, bins: jax.Array, n_bins: int) -> jax.Array:
     return jnp.zeros((n_bins,), jnp.float32).at[bins.reshape(-1)].add(values.reshape(-1).astype(jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "n_bins"))
-def _score_batch(graphdef, params, ids, where, targets, mask, *, n_bins: int):
-    """Log-prob of each target [B, C] and Full-ECE sums. Only the C scored positions `where` of each row go through
-    the LM head (a prompt of T tokens would otherwise cost T x V logits per row); one row's [C, V] at a time."""
+@functools.partial(jax.jit, static_argnames=("graphdef", "n_bins", "repeats"))
+def _score_batch(graphdef, params, prompt_ids, prompt_lengths, cont_ids, mask, *, repeats: int, n_bins: int):
+    """Log-prob of each continuation token [B * repeats, C] and Full-ECE sums over them.
+
+    Each prompt [B, P] is encoded once and its KV cache shared by its `repeats` continuations (P(True) scores
+    " (A)" and " (B)" after the same prompt): the prompt costs one forward pass, not one per continuation. Only
+    continuation positions go through the LM head, one row's [C, V] at a time.
+    """
     model = nnx.merge(graphdef, params)
-    positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
-    hidden, _ = model.hidden(ids, positions)
-    hidden = jnp.take_along_axis(hidden, where[:, :, None], axis=1)  # [B, C, D]
+    b, p = prompt_ids.shape
+    c = cont_ids.shape[1]
+    cache = init_cache(model.cfg, b, p + c, model.embedding[...].dtype)
+    h, cache = model.hidden(prompt_ids, jnp.broadcast_to(jnp.arange(p), (b, p)), cache)
+    rep = lambda x: jnp.repeat(x, repeats, axis=0)  # noqa: E731
+    last = rep(h[jnp.arange(b), prompt_lengths - 1])  # [R, D]: predicts each continuation's first token
+    positions = rep(prompt_lengths)[:, None] + jnp.arange(c)[None, :]
+    h_cont, _ = model.hidden(cont_ids, positions, jax.tree.map(rep, cache))
+    predicting = jnp.concatenate([last[:, None], h_cont[:, :-1]], axis=1)  # [R, C, D]
 
     def row(args):
         h, tgt, m = args
@@ -91,8 +104,21 @@ def _score_batch(graphdef, params, ids, where, targets, mask, *, n_bins: int):
         )
         return target_lp, sums
 
-    target_lp, sums = jax.lax.map(row, (hidden, targets, mask))
+    target_lp, sums = jax.lax.map(row, (predicting, cont_ids, mask))
     return jnp.where(mask, target_lp, 0.0), sums.sum(0)
+
+
+def _group_by_prompt(pairs: list[tuple[list[int], list[int]]]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, indices of its pairs), at most MAX_SHARED continuations per group, shortest prompts first."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (p_ids, _) in enumerate(pairs):
+        groups.setdefault(tuple(p_ids), []).append(i)
+    out = [
+        (list(key), members[k : k + MAX_SHARED])
+        for key, members in groups.items()
+        for k in range(0, len(members), MAX_SHARED)
+    ]
+    return sorted(out, key=lambda g: (len(g[0]), len(g[1])))
 
 
 def _tokenize_pairs(lm: LanguageModel, prompts, continuations) -> list[tuple[list[int], list[int]]]:
@@ -129,42 +155,44 @@ def score_with_stats(
     enable_compilation_cache()
     pairs = _tokenize_pairs(lm, prompts, continuations)
     graphdef, params = lm.graphdef_and_state
-    out: list[np.ndarray] = []
     totals = np.zeros((6, max(n_bins, 1)), np.float64)
     n_positions = 0
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     results: dict[int, np.ndarray] = {}
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        length = bucket(max(len(pairs[i][0]) + len(pairs[i][1]) for i in idx))
-        scored = bucket(max(len(pairs[i][1]) for i in idx), minimum=4)
-        ids = np.full((batch_size, length), lm.config.pad_id, np.int32)
-        where = np.zeros((batch_size, scored), np.int32)
-        targets = np.zeros((batch_size, scored), np.int32)
-        mask = np.zeros((batch_size, scored), bool)
-        for j, i in enumerate(idx):
-            p_ids, c_ids = pairs[i]
-            seq = p_ids + c_ids
-            ids[j, : len(seq)] = seq
-            # the logits at position len(p_ids) - 1 + t predict continuation token t
-            where[j, : len(c_ids)] = np.arange(len(c_ids)) + len(p_ids) - 1
-            targets[j, : len(c_ids)] = c_ids
-            mask[j, : len(c_ids)] = True
+    groups = _group_by_prompt(pairs)
+    for start in range(0, len(groups), batch_size):
+        batch = groups[start : start + batch_size]
+        repeats = bucket(max(len(members) for _, members in batch), minimum=1)
+        length = bucket(max(len(p_ids) for p_ids, _ in batch))
+        scored = bucket(max(len(pairs[i][1]) for _, members in batch for i in members), minimum=4)
+        prompt_ids = np.full((batch_size, length), lm.config.pad_id, np.int32)
+        prompt_lengths = np.ones((batch_size,), np.int32)
+        cont_ids = np.full((batch_size * repeats, scored), lm.config.pad_id, np.int32)
+        mask = np.zeros((batch_size * repeats, scored), bool)
+        rows: dict[int, int] = {}
+        for g, (p_ids, members) in enumerate(batch):
+            prompt_ids[g, : len(p_ids)] = p_ids
+            prompt_lengths[g] = len(p_ids)
+            for j, i in enumerate(members):
+                c_ids = pairs[i][1]
+                rows[i] = g * repeats + j
+                cont_ids[rows[i], : len(c_ids)] = c_ids
+                mask[rows[i], : len(c_ids)] = True
         lp, sums = _score_batch(
             graphdef,
             params,
-            jnp.asarray(ids),
-            jnp.asarray(where),
-            jnp.asarray(targets),
+            jnp.asarray(prompt_ids),
+            jnp.asarray(prompt_lengths),
+            jnp.asarray(cont_ids),
             jnp.asarray(mask),
+            repeats=repeats,
             n_bins=n_bins,
         )
         lp = np.asarray(lp)
         if n_bins:
             totals += np.asarray(sums, np.float64)
         n_positions += int(mask.sum())
-        for j, i in enumerate(idx):
-            results[i] = lp[j][mask[j]].astype(np.float32)
+        for i, r in rows.items():
+            results[i] = lp[r][mask[r]].astype(np.float32)
     out = [results[i] for i in range(len(pairs))]
     stats = FullECEStats(*totals, n_positions=n_positions) if n_bins else None
     return out, stats
