@@ -7,15 +7,14 @@ pickles, so a calibrator file from someone else is safe to load. Writes are atom
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from calib.cache import atomic_write_bytes
 from calib.errors import CalibError
 from calib.recalibrate.base import RecalibrationModel, model_class
 
@@ -79,19 +78,6 @@ def from_dict(d: Any, where: str = "calibrator state") -> RecalibrationModel:
     return _build(cls, params, arrays, where)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _format_of(path: Path) -> str:
     if path.suffix == ".json":
         return "json"
@@ -120,7 +106,7 @@ def save_calibrator(cal: RecalibrationModel, path: str | os.PathLike) -> Path:
         }
         tensors = {k: np.ascontiguousarray(v) for k, v in cal.arrays().items()}
         data = save(tensors, metadata=meta)
-    _atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data)
     return path
 
 
