@@ -74,7 +74,11 @@ class EmbeddingSimilarity:
         if not distinct:
             return np.zeros((0, 0), dtype=np.float32)
         vectors = self.encoder.encode(
-            distinct, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            distinct,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,  # one bar per call otherwise, whenever calib logs at INFO
         )
         return np.asarray(vectors, dtype=np.float32)[inverse]
 
