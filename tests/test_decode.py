@@ -61,14 +61,17 @@ def test_token_logprobs_equal_teacher_forced_score(tiny_gemma3):
     assert (ent >= 0).all() and (ent <= np.log(tiny_gemma3.config.vocab_size) + 1e-4).all()
 
 
+@pytest.mark.parametrize(
+    "common", ["", "Instructions shared by every prompt of the call: answer (A) or (B). "]
+)
 @pytest.mark.parametrize("name", ["tiny_llama", "tiny_gemma3"])
-def test_score_equals_log_softmax_of_full_logits_with_shared_prompts(name, request):
-    """Pairs that share a prompt reuse its encoding (one prefill, rows repeating its cache); every continuation's
-    log-probs still equal log_softmax(lm.logits(prompt + continuation)) at its positions. The long prompt crosses
-    tiny Gemma's sliding window."""
+def test_score_equals_log_softmax_of_full_logits_with_shared_prompts(name, common, request):
+    """score() encodes a prefix common to all prompts once, each prompt once, and lets pairs that share a prompt
+    reuse its cache; every continuation's log-probs still equal log_softmax(lm.logits(prompt + continuation)) at
+    its positions. The long prompt crosses tiny Gemma's sliding window (8)."""
     lm = request.getfixturevalue(name)
     long_prompt = " ".join(["word"] * 40)
-    prompts = ["hello there", "hello there", "hello there", "x", long_prompt, long_prompt]
+    prompts = [common + p for p in ["hello there"] * 3 + ["x"] + [long_prompt] * 2]
     conts = [" (A)", " (B)", " maybe so", " y", " yes", " no, never again"]
     scored = score(lm, prompts, conts, batch_size=2)
     for p, c, got in zip(prompts, conts, scored):
@@ -76,6 +79,14 @@ def test_score_equals_log_softmax_of_full_logits_with_shared_prompts(name, reque
         logp = jax.nn.log_softmax(lm.logits([p_ids + c_ids])[0], axis=-1)
         expected = [float(logp[len(p_ids) - 1 + t, tok]) for t, tok in enumerate(c_ids)]
         np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_the_common_prefix_is_found_and_leaves_every_prompt_a_token():
+    from calib.decode.score import _shared_prefix
+
+    assert _shared_prefix([([1, 2, 3, 4], [9]), ([1, 2, 3, 5, 6], [9])]) == 3
+    assert _shared_prefix([([1, 2, 3], [9]), ([1, 2, 3, 4], [9])]) == 2
+    assert _shared_prefix([([7, 2], [9]), ([1, 2], [9])]) == 0
 
 
 def test_seeds_and_temperature_zero(tiny_llama):

@@ -22,6 +22,7 @@ from calib.models.lm import LanguageModel
 from calib.models.transformer import init_cache
 
 MAX_SHARED = 8  # continuations sharing one encoded prompt in a batch (their rows repeat its KV cache)
+MIN_SHARED_PREFIX = 16  # a prefix common to all prompts of a call is encoded once when at least this long
 
 
 @dataclass
@@ -61,21 +62,37 @@ def _bin_sums(values: jax.Array, bins: jax.Array, n_bins: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "n_bins", "repeats"))
-def _score_batch(graphdef, params, prompt_ids, prompt_lengths, cont_ids, mask, *, repeats: int, n_bins: int):
+def _score_batch(
+    graphdef,
+    params,
+    prefix_ids,
+    prefix_len,
+    prompt_ids,
+    prompt_lengths,
+    cont_ids,
+    mask,
+    *,
+    repeats: int,
+    n_bins: int,
+):
     """Log-prob of each continuation token [B * repeats, C] and Full-ECE sums over them.
 
-    Each prompt [B, P] is encoded once and its KV cache shared by its `repeats` continuations (P(True) scores
-    " (A)" and " (B)" after the same prompt): the prompt costs one forward pass, not one per continuation. Only
-    continuation positions go through the LM head, one row's [C, V] at a time.
+    Three levels of sharing, each encoded once: a token prefix common to every prompt of the call [1, S] (the chat
+    template and instructions of P(True) prompts; its first `prefix_len` tokens are real), each prompt's own rest
+    [B, P], and its `repeats` continuations (P(True) scores " (A)" and " (B)" after the same prompt) reading the
+    cache of both. Only continuation positions go through the LM head, one row's [C, V] at a time.
     """
     model = nnx.merge(graphdef, params)
     b, p = prompt_ids.shape
-    c = cont_ids.shape[1]
-    cache = init_cache(model.cfg, b, p + c, model.embedding[...].dtype)
-    h, cache = model.hidden(prompt_ids, jnp.broadcast_to(jnp.arange(p), (b, p)), cache)
+    c, shared = cont_ids.shape[1], prefix_ids.shape[1]
+    cache = init_cache(model.cfg, 1 if shared else b, shared + p + c, model.embedding[...].dtype)
+    if shared:
+        _, cache = model.hidden(prefix_ids, jnp.arange(shared)[None, :], cache)
+        cache = jax.tree.map(lambda x: jnp.repeat(x, b, axis=0), cache)
+    h, cache = model.hidden(prompt_ids, prefix_len + jnp.broadcast_to(jnp.arange(p), (b, p)), cache)
     rep = lambda x: jnp.repeat(x, repeats, axis=0)  # noqa: E731
     last = rep(h[jnp.arange(b), prompt_lengths - 1])  # [R, D]: predicts each continuation's first token
-    positions = rep(prompt_lengths)[:, None] + jnp.arange(c)[None, :]
+    positions = rep(prefix_len + prompt_lengths)[:, None] + jnp.arange(c)[None, :]
     h_cont, _ = model.hidden(cont_ids, positions, jax.tree.map(rep, cache))
     predicting = jnp.concatenate([last[:, None], h_cont[:, :-1]], axis=1)  # [R, C, D]
 
@@ -106,6 +123,18 @@ def _score_batch(graphdef, params, prompt_ids, prompt_lengths, cont_ids, mask, *
 
     target_lp, sums = jax.lax.map(row, (predicting, cont_ids, mask))
     return jnp.where(mask, target_lp, 0.0), sums.sum(0)
+
+
+def _shared_prefix(pairs: list[tuple[list[int], list[int]]]) -> int:
+    """Length of the token prefix common to every prompt, leaving each prompt at least one token of its own."""
+    first = np.asarray(pairs[0][0])
+    n = min(len(p_ids) for p_ids, _ in pairs) - 1
+    for p_ids, _ in pairs[1:]:
+        if n <= 0:
+            break
+        differ = np.flatnonzero(first[:n] != np.asarray(p_ids[:n]))
+        n = int(differ[0]) if differ.size else n
+    return max(n, 0)
 
 
 def _group_by_prompt(pairs: list[tuple[list[int], list[int]]]) -> list[tuple[list[int], list[int]]]:
@@ -159,8 +188,13 @@ def score_with_stats(
     n_positions = 0
     results: dict[int, np.ndarray] = {}
     groups = _group_by_prompt(pairs)
+    n_shared = _shared_prefix(pairs)
+    if n_shared < MIN_SHARED_PREFIX:
+        n_shared = 0
+    prefix_ids = np.full((1, bucket(n_shared) if n_shared else 0), lm.config.pad_id, np.int32)
+    prefix_ids[0, :n_shared] = pairs[0][0][:n_shared]
     for start in range(0, len(groups), batch_size):
-        batch = groups[start : start + batch_size]
+        batch = [(p_ids[n_shared:], members) for p_ids, members in groups[start : start + batch_size]]
         repeats = bucket(max(len(members) for _, members in batch), minimum=1)
         length = bucket(max(len(p_ids) for p_ids, _ in batch))
         scored = bucket(max(len(pairs[i][1]) for _, members in batch for i in members), minimum=4)
@@ -180,6 +214,8 @@ def score_with_stats(
         lp, sums = _score_batch(
             graphdef,
             params,
+            jnp.asarray(prefix_ids),
+            jnp.int32(n_shared),
             jnp.asarray(prompt_ids),
             jnp.asarray(prompt_lengths),
             jnp.asarray(cont_ids),
