@@ -16,7 +16,7 @@ import numpy as np
 from calib.decode import session
 from calib.decode.planning import bucket
 from calib.decode.stops import eos_token_mask, stop_token_mask, truncate_at_stop
-from calib.decode.types import Generations
+from calib.decode.types import SAMPLE_FIELDS, Generations
 from calib.devices import batch_sharded
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
@@ -172,16 +172,7 @@ class DecodeSession:
 
 def collect(lm: LanguageModel, prompts, records, rows_per_prompt: int, stop: tuple[str, ...]) -> Generations:
     """Turn device records of several batches into one Generations."""
-    names = (
-        "texts",
-        "token_ids",
-        "token_logprobs",
-        "sample_logprobs",
-        "token_entropies",
-        "top_ids",
-        "top_logprobs",
-        "stop_reasons",
-    )
+    names = SAMPLE_FIELDS
     fields: dict[str, list] = {name: [] for name in names}
     hidden = []
     for n_prompts, rec in records:

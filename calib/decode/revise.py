@@ -25,7 +25,7 @@ from calib.cache import enable_compilation_cache
 from calib.decode.continuation import DecodeSession, Sampling, collect
 from calib.decode.generate import _validate, encode_prompts
 from calib.decode.planning import bucket, prompts_per_batch
-from calib.decode.types import Generations
+from calib.decode.types import SAMPLE_FIELDS, Generations
 from calib.devices import batch_sharded
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
@@ -256,17 +256,7 @@ def _concat(parts: Sequence[Generations], meta: dict) -> Generations:
 
 def _carry(previous: Generations, new: Generations | None, kept: Sequence[int]) -> Generations:
     """Pass r of one batch: the new answers of the kept prompts, the previous pass's answers elsewhere."""
-    names = (
-        "texts",
-        "token_ids",
-        "token_logprobs",
-        "sample_logprobs",
-        "token_entropies",
-        "top_ids",
-        "top_logprobs",
-        "stop_reasons",
-        "hidden",
-    )
+    names = (*SAMPLE_FIELDS, "hidden")
     fields = {n: list(getattr(previous, n)) for n in names}
     for j, p in enumerate(kept):
         for n in names:

@@ -6,6 +6,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The fields of Generations that hold one entry per (prompt, sample): [i][k].
+SAMPLE_FIELDS = (
+    "texts",
+    "token_ids",
+    "token_logprobs",
+    "sample_logprobs",
+    "token_entropies",
+    "top_ids",
+    "top_logprobs",
+    "stop_reasons",
+)
+
 
 @dataclass
 class Generations:
@@ -48,17 +60,9 @@ class Generations:
 
     def select(self, samples: slice) -> Generations:
         """The same prompts with only some of the samples (e.g. the first K of a larger K)."""
-        per_row = lambda rows: [row[samples] for row in rows]  # noqa: E731
         return Generations(
             prompts=list(self.prompts),
-            texts=per_row(self.texts),
-            token_ids=per_row(self.token_ids),
-            token_logprobs=per_row(self.token_logprobs),
-            sample_logprobs=per_row(self.sample_logprobs),
-            token_entropies=per_row(self.token_entropies),
-            top_ids=per_row(self.top_ids),
-            top_logprobs=per_row(self.top_logprobs),
-            stop_reasons=per_row(self.stop_reasons),
+            **{name: [row[samples] for row in getattr(self, name)] for name in SAMPLE_FIELDS},
             hidden=[h[samples] for h in self.hidden],
             meta=dict(self.meta),
         )
