@@ -257,13 +257,21 @@ def test_continuing_from_the_cache_equals_decoding_from_scratch(name, request):
 
 
 def test_memory_budget_splits_work_into_batches_with_identical_results(tiny_llama):
-    from calib.decode.planning import bucket, bytes_per_row
+    from calib.decode.planning import bucket, bucket_length, bytes_per_row
 
     kwargs = dict(num_samples=2, max_new_tokens=8, stop=(), seed=9)
     whole = generate(tiny_llama, PROMPTS, **kwargs)
-    cache_len = bucket(max(len(tiny_llama.encode(p)) for p in PROMPTS)) + bucket(8)
+    cache_len = bucket_length(max(len(tiny_llama.encode(p)) for p in PROMPTS)) + bucket(8)
     one_prompt = 2 * bytes_per_row(tiny_llama.config, cache_len, 8, 5, 4)
     split = generate(tiny_llama, PROMPTS, memory_budget=one_prompt, **kwargs)
     assert split.texts == whole.texts
     with pytest.raises(CalibError, match="memory budget"):
         generate(tiny_llama, PROMPTS, memory_budget=one_prompt // 4, **kwargs)
+
+
+def test_length_buckets_are_powers_of_two_then_multiples_of_64():
+    from calib.decode.planning import bucket_length
+
+    assert [bucket_length(n) for n in (1, 16, 17, 100, 128)] == [16, 16, 32, 128, 128]
+    assert [bucket_length(n) for n in (129, 155, 192, 193, 1000)] == [192, 192, 192, 256, 1024]
+    assert all(bucket_length(n) >= n for n in range(1, 2000))

@@ -19,6 +19,17 @@ def bucket(n: int, minimum: int = 16) -> int:
     return size
 
 
+def bucket_length(n: int, minimum: int = 16) -> int:
+    """A sequence length bucket: powers of two up to 128, then multiples of 64.
+
+    Padding costs prefill FLOPs and, on every decode step, attention over the padded cache; a few-shot prompt of
+    155 tokens pads to 192 instead of 256 at the price of a few more compiled shapes.
+    """
+    if n <= 128:
+        return bucket(n, minimum)
+    return -(-n // 64) * 64
+
+
 def free_memory_bytes() -> int:
     """Free memory of the first device (accelerator stats, else the host's available RAM)."""
     stats = jax.devices()[0].memory_stats() if jax.devices()[0].platform != "cpu" else None

@@ -24,7 +24,7 @@ import numpy as np
 from calib.cache import enable_compilation_cache
 from calib.decode.continuation import DecodeSession, Sampling, collect
 from calib.decode.generate import _validate, encode_prompts
-from calib.decode.planning import bucket, prompts_per_batch
+from calib.decode.planning import bucket, bucket_length, prompts_per_batch
 from calib.decode.types import SAMPLE_FIELDS, Generations
 from calib.devices import batch_sharded
 from calib.errors import CalibError
@@ -310,7 +310,7 @@ def revise(
         lm.config,
         len(prompts),
         rpp,
-        bucket(max(map(len, encoded))) + bucket(room),
+        bucket_length(max(map(len, encoded))) + bucket(room),
         max_new_tokens,
         top_logprobs,
         jnp.dtype(lm.dtype).itemsize,

@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from calib.cache import enable_compilation_cache
-from calib.decode.planning import bucket
+from calib.decode.planning import bucket, bucket_length
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
 from calib.models.transformer import init_cache
@@ -191,12 +191,12 @@ def score_with_stats(
     n_shared = _shared_prefix(pairs)
     if n_shared < MIN_SHARED_PREFIX:
         n_shared = 0
-    prefix_ids = np.full((1, bucket(n_shared) if n_shared else 0), lm.config.pad_id, np.int32)
+    prefix_ids = np.full((1, bucket_length(n_shared) if n_shared else 0), lm.config.pad_id, np.int32)
     prefix_ids[0, :n_shared] = pairs[0][0][:n_shared]
     for start in range(0, len(groups), batch_size):
         batch = [(p_ids[n_shared:], members) for p_ids, members in groups[start : start + batch_size]]
         repeats = bucket(max(len(members) for _, members in batch), minimum=1)
-        length = bucket(max(len(p_ids) for p_ids, _ in batch))
+        length = bucket_length(max(len(p_ids) for p_ids, _ in batch))
         scored = bucket(max(len(pairs[i][1]) for _, members in batch for i in members), minimum=4)
         prompt_ids = np.full((batch_size, length), lm.config.pad_id, np.int32)
         prompt_lengths = np.ones((batch_size,), np.int32)

@@ -163,7 +163,7 @@ def token_logits(
     are right-padded to a few bucketed lengths (causal attention: padding never changes earlier logits), so the
     forward pass compiles once per bucket. Memory: n * V * 4 bytes on the host.
     """
-    from calib.decode.planning import bucket
+    from calib.decode.planning import bucket_length
 
     if len(prompts) != len(continuations) or not prompts:
         raise CalibError(
@@ -185,7 +185,7 @@ def token_logits(
     order = sorted(range(len(pairs)), key=lambda i: sum(map(len, pairs[i])))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        length = min(bucket(max(sum(map(len, pairs[i])) for i in idx)), lm.config.max_context)
+        length = min(bucket_length(max(sum(map(len, pairs[i])) for i in idx)), lm.config.max_context)
         ids = np.full((len(idx), length), lm.config.pad_id, np.int32)
         for j, i in enumerate(idx):
             seq = pairs[i][0] + pairs[i][1]
