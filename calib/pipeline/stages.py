@@ -297,7 +297,7 @@ def run_estimate(
         log.debug("estimator %s: %.1f s", name, seconds)
     for name in estimators:
         results[name] = read_arrays(store.path("estimate", keys[name]) / "result.safetensors")
-    return results, {"cached": not computed, "computed": computed, "seconds": timings}
+    return results, {"cached": not computed, "computed": computed, "estimator_seconds": timings}
 
 
 def decoding_inputs(decoding) -> dict:
