@@ -269,9 +269,9 @@ def test_memory_budget_splits_work_into_batches_with_identical_results(tiny_llam
         generate(tiny_llama, PROMPTS, memory_budget=one_prompt // 4, **kwargs)
 
 
-def test_length_buckets_are_powers_of_two_then_multiples_of_64():
+def test_length_buckets_are_multiples_of_16_then_of_64():
     from calib.decode.planning import bucket_length
 
-    assert [bucket_length(n) for n in (1, 16, 17, 100, 128)] == [16, 16, 32, 128, 128]
+    assert [bucket_length(n) for n in (1, 16, 17, 42, 100, 128)] == [16, 16, 32, 48, 112, 128]
     assert [bucket_length(n) for n in (129, 155, 192, 193, 1000)] == [192, 192, 192, 256, 1024]
     assert all(bucket_length(n) >= n for n in range(1, 2000))
