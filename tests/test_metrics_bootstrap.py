@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from calib.errors import CalibError
-from calib.metrics import auroc, bootstrap_ci, bootstrap_ci_many, brier, ece, paired_bootstrap
+from calib.metrics import auroc, bootstrap_ci, brier, ece, paired_bootstrap
 
 N, R = 400, 200
 
@@ -119,29 +119,3 @@ def test_bad_settings_and_inputs(data):
         bootstrap_ci(ece, c, y[:-1])
     with pytest.raises(CalibError, match="mismatched"):
         paired_bootstrap(ece, c, c[:-1], y)
-
-
-@pytest.mark.parametrize("metric", [auroc, brier, partial(ece, n_bins=10)])
-def test_many_rows_at_once_equal_one_call_per_row(data, metric):
-    c, y, noise = data
-    rows = np.stack([c, noise, 0.5 * (c + noise)])
-    many = bootstrap_ci_many(metric, rows, y, n_resamples=R, seed=4)
-    for row, result in zip(rows, many):
-        assert result == pytest.approx(bootstrap_ci(metric, row, y, n_resamples=R, seed=4), abs=1e-6)
-
-
-def test_many_rows_tag_their_warnings_and_fall_back_for_numpy_metrics(data):
-    c, y, _ = data
-    rows = np.stack([c, c])
-    with pytest.warns(RuntimeWarning, match="single class") as caught:
-        bootstrap_ci_many(auroc, rows, np.zeros_like(y), n_resamples=20, seed=1)
-    assert sorted({w.message.row for w in caught if "single class" in str(w.message)}) == [0, 1]
-
-    def sk_auroc(conf, correct):
-        return roc_auc_score(np.asarray(correct), np.asarray(conf))
-
-    with pytest.warns(RuntimeWarning, match="cannot be traced"):
-        slow = bootstrap_ci_many(sk_auroc, rows, y, n_resamples=30, seed=5)
-    assert slow[1] == pytest.approx(bootstrap_ci(auroc, c, y, n_resamples=30, seed=5), abs=1e-6)
-    with pytest.raises(CalibError, match=r"\[E, n\]"):
-        bootstrap_ci_many(auroc, c, y)

@@ -107,17 +107,3 @@ def test_tables_order_and_join(data):
     results = results_table(grades, {n: {"confidence": c, "raw": -c} for n, c in confidences.items()})
     assert len(results) == 3 * len(correct)
     np.testing.assert_array_equal(results.loc[results["estimator"] == "noise", "raw"], -confidences["noise"])
-
-
-def test_intervals_equal_a_separate_bootstrap_per_estimator(data):
-    from calib.metrics import auroc, bootstrap_ci
-
-    correct, open_ended, confidences, _ = data
-    cfg = MetricsConfig(names=["auroc"], n_resamples=100, show=[])
-    table = evaluate(correct, open_ended, confidences, cfg, progress=False)
-    for name, c in confidences.items():
-        for group, mask in (("all", np.ones_like(open_ended)), ("open_ended", open_ended)):
-            keep = mask & ~np.isnan(c)
-            expected = bootstrap_ci(auroc, c[keep], correct[keep], n_resamples=100, seed=cfg.seed)
-            row = value(table, group, name, "auroc")
-            assert (row["value"], row["low"], row["high"]) == pytest.approx(tuple(expected), abs=1e-6)

@@ -153,66 +153,6 @@ def bootstrap_ci(
 
 
 @functools.lru_cache(maxsize=32)
-def _per_column(metric_fn: Callable) -> Callable:
-    """(confidences [n, E], correct [n]) -> [E]: the metric of every column against the same labels."""
-
-    def columns(c: Any, y: Any) -> Any:
-        return jax.vmap(lambda column: jnp.asarray(metric_fn(column, y), jnp.float32), in_axes=1)(c)
-
-    return columns
-
-
-def _tagged(row: int, compute: Callable[[], Any]) -> Any:
-    """compute(), re-emitting its warnings with a `row` attribute so a caller can tell which row raised them."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = compute()
-    for w in caught:
-        message = w.message if isinstance(w.message, Warning) else RuntimeWarning(str(w.message))
-        message.row = row
-        warnings.warn(message, stacklevel=3)
-    return out
-
-
-def bootstrap_ci_many(
-    metric_fn: Callable,
-    confidences: Any,
-    correct: Any,
-    n_resamples: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-    batch_size: int | None = None,
-) -> list[BootstrapResult]:
-    """`bootstrap_ci` of each row of confidences [E, n] against the same labels, in one vectorised program.
-
-    Every row sees the same resampled questions as a `bootstrap_ci` call with this seed would, so the intervals
-    are those of E separate calls; the evaluate stage uses it to run all estimators of a group at once. Warnings
-    carry a `row` attribute (the row that raised them).
-    """
-    _settings(n_resamples, alpha, seed)
-    rows = np.asarray(confidences, dtype=np.float64)
-    if rows.ndim != 2:
-        raise CalibError(f"confidences: has shape {rows.shape}; pass one row [n] per estimator, [E, n]")
-    # the metric's own input checks and warnings, row by row
-    points = [_tagged(e, lambda row=row: float(metric_fn(row, correct))) for e, row in enumerate(rows)]
-    arrays = (_device_array(rows.T, "confidences"), _device_array(correct, "correct"))
-    validate.same_length(("confidences", arrays[0]), ("correct", arrays[1]))
-    most = batch_size or max(1, BATCH_ELEMENTS // (arrays[0].shape[0] * rows.shape[0]))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)  # no slow Python loop over E columns
-            values = _resample(_per_column(metric_fn), arrays, n_resamples, seed, most)
-    except (TypeError, ValueError, RuntimeWarning, *_NOT_TRACEABLE):  # a numpy-only metric: row by row
-        return [
-            _tagged(
-                e, lambda row=row: bootstrap_ci(metric_fn, row, correct, n_resamples, alpha, seed, batch_size)
-            )
-            for e, row in enumerate(rows)
-        ]
-    return [_tagged(e, lambda e=e, p=p: _interval(p, values[:, e], alpha)) for e, p in enumerate(points)]
-
-
-@functools.lru_cache(maxsize=32)
 def _difference(metric_fn: Callable) -> Callable:
     def diff(a: Any, b: Any, y: Any) -> Any:
         return metric_fn(a, y) - metric_fn(b, y)

@@ -80,76 +80,46 @@ def evaluate(
     cfg: MetricsConfig,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Long table: group, estimator, metric, value, low, high, n, n_missing.
+    """Long table: group, estimator, metric, value, low, high, n, n_missing."""
+    from calib.metrics import bootstrap_ci
 
-    Within a group, the estimators with no missing confidence share one vectorised bootstrap per metric (the same
-    resamples each would get on its own); an estimator with missing rows is evaluated on its rows alone.
-    """
     fns = metric_functions(cfg)
     correct = np.asarray(correct, dtype=np.float64)
-    conf = {name: np.asarray(c, dtype=np.float64) for name, c in confidences.items()}
+    rows, notes = [], {}
     groups = evaluation_groups(np.asarray(open_ended, dtype=bool), cfg.groups)
-    cells: dict[tuple[str, str, str], tuple[float, float, float]] = {}
-    notes: dict[str, set[str]] = {}
-    work = [(group, mask, name, fn) for group, mask in groups.items() for name, fn in fns.items()]
-    for group, mask, name, fn in progress_bar(work, "evaluate", enabled=progress, unit="metric"):
-        complete = [e for e, c in conf.items() if mask.any() and not np.isnan(c[mask]).any()]
-        blocks = [(complete, mask)] if complete else []
-        blocks += [([e], mask & ~np.isnan(c)) for e, c in conf.items() if e not in complete]
-        for names, keep in blocks:
-            if not keep.any():
-                continue
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                values = _metric_values(fn, np.stack([conf[e][keep] for e in names]), correct[keep], cfg)
-            cells.update(((group, e, name), v) for e, v in zip(names, values))
-            for w in caught:
-                row = getattr(w.message, "row", None)
-                notes.setdefault(str(w.message).split(";")[0], set()).update(
-                    names if row is None else [names[row]]
-                )
-    rows = []
-    nan = (float("nan"),) * 3
-    for e, c in conf.items():
+    for estimator in progress_bar(list(confidences), "evaluate", enabled=progress, unit="estimator"):
+        conf = np.asarray(confidences[estimator], dtype=np.float64)
         for group, mask in groups.items():
-            valid = mask & ~np.isnan(c)
-            for name in fns:
-                value, low, high = cells.get((group, e, name), nan)
+            valid = mask & ~np.isnan(conf)
+            c, y = conf[valid], correct[valid]
+            for name, fn in fns.items():
+                value = low = high = float("nan")
+                if c.size:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        if cfg.n_resamples >= 2 and c.size >= 2:
+                            value, low, high = bootstrap_ci(
+                                fn, c, y, n_resamples=cfg.n_resamples, alpha=cfg.alpha, seed=cfg.seed
+                            )
+                        else:
+                            value = float(fn(c, y))
+                    for w in caught:
+                        notes.setdefault(str(w.message).split(";")[0], set()).add(estimator)
                 rows.append(
                     {
                         "group": group,
-                        "estimator": e,
+                        "estimator": estimator,
                         "metric": name,
                         "value": float(value),
                         "low": float(low),
                         "high": float(high),
                         "n": int(valid.sum()),
-                        "n_missing": int((mask & np.isnan(c)).sum()),
+                        "n_missing": int((mask & np.isnan(conf)).sum()),
                     }
                 )
     for message, names in notes.items():
         log.warning("%s (%d estimators)", message, len(names))
     return pd.DataFrame(rows)
-
-
-def _metric_values(
-    fn: Callable, confidences: np.ndarray, correct: np.ndarray, cfg: MetricsConfig
-) -> list[tuple[float, float, float]]:
-    """(value, low, high) for each row of confidences [E, n]; no interval without resamples or with one row."""
-    from calib.metrics import bootstrap_ci_many
-
-    if cfg.n_resamples >= 2 and confidences.shape[1] >= 2:
-        results = bootstrap_ci_many(fn, confidences, correct, cfg.n_resamples, cfg.alpha, cfg.seed)
-        return [tuple(r) for r in results]
-    out = []
-    for e, c in enumerate(confidences):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out.append((float(fn(c, correct)), float("nan"), float("nan")))
-        for w in caught:
-            w.message.row = e
-            warnings.warn(w.message, stacklevel=2)
-    return out
 
 
 def metrics_inputs(cfg: MetricsConfig) -> dict:
