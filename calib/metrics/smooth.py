@@ -5,7 +5,7 @@ K_σ(t, f) = Σ_k [φ_σ(t - f - 2k) + φ_σ(t + f - 2k)], which keeps all kerne
 bandwidth σ* is the fixed point smECE_σ(σ) = σ, found by bisection (smECE_σ falls as σ grows). This is the
 estimator of relplot's `smECE`; like relplot the bandwidth is floored at 1e-3.
 
-Computation: the residuals are spread onto a grid of G = 1025 points by linear interpolation (as relplot
+Computation: the residuals are spread onto a grid of G = 2049 points by linear interpolation (as relplot
 does), reflected into an even function on a circle of length 2, and convolved by FFT with the periodic Gaussian,
 whose transform is known in closed form; this sums every reflection exactly. relplot instead truncates its kernel at ±0.5, evaluates on 200
 points and stops its bisection at a bracket of 2^-10, so the two agree to about 1e-3 (tests check this).
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from calib.errors import CalibError
 from calib.metrics import validate
 
-GRID = 1025
+GRID = 2049
 MIN_SIGMA = 1e-3
 BISECTION_STEPS = 20  # bracket (1 - 1e-3) / 2^20 < 1e-6, far below the 1e-3 agreement with relplot
 
