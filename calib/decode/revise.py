@@ -237,18 +237,7 @@ def _histories(session: DecodeSession, first: int, count: int) -> list[list[int]
 
 
 def _concat(parts: Sequence[Generations], meta: dict) -> Generations:
-    names = (
-        "prompts",
-        "texts",
-        "token_ids",
-        "token_logprobs",
-        "sample_logprobs",
-        "token_entropies",
-        "top_ids",
-        "top_logprobs",
-        "stop_reasons",
-        "hidden",
-    )
+    names = ("prompts", *SAMPLE_FIELDS, "hidden")
     return Generations(
         meta=dict(meta), **{n: [row for part in parts for row in getattr(part, n)] for n in names}
     )
