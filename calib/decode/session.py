@@ -25,7 +25,7 @@ REASON_RUNNING, REASON_STOP, REASON_EOS, REASON_LENGTH = 0, 1, 2, 3
 class DecodeState:
     """Everything needed to continue decoding a batch of rows."""
 
-    cache: list[KVCache]  # per layer (keys, values) [R, S, K, H]
+    cache: list[KVCache]  # per layer (keys, values) [R, K, S, H]
     positions: jax.Array  # [R] next slot to write
     logits: jax.Array  # [R, V] distribution of the next token
     hidden: jax.Array  # [R, D] hidden state that produced `logits`

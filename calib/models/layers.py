@@ -9,7 +9,10 @@ from flax import nnx
 
 from calib.models.config import ModelConfig
 
-KVCache = tuple[jax.Array, jax.Array]  # keys, values: [B, S, K, H]; slot s holds the token at position s
+# keys, values: [B, K, S, H]; slot s holds the token at position s. Heads before slots, so the attention products
+# are batched matmuls over (B, K) without a transpose of the cache: with [B, S, K, H] a 176-row decode step at 128
+# slots took 12% longer. (Keys as [B, K, H, S] measured slower again inside the model.)
+KVCache = tuple[jax.Array, jax.Array]
 
 
 def init_param(rngs: nnx.Rngs | None, shape: tuple[int, ...], dtype, scale: float | None = None) -> nnx.Param:
@@ -50,9 +53,9 @@ def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
 
 
 def write_cache(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
-    """Write new [B, T, K, H] into cache [B, S, K, H] at a per-row slot offset start [B]."""
-    update = lambda c, n, s: jax.lax.dynamic_update_slice(c, n, (s, 0, 0))  # noqa: E731
-    return jax.vmap(update)(cache, new.astype(cache.dtype), start)
+    """Write new [B, T, K, H] into cache [B, K, S, H] at a per-row slot offset start [B]."""
+    update = lambda c, n, s: jax.lax.dynamic_update_slice(c, n, (0, s, 0))  # noqa: E731
+    return jax.vmap(update)(cache, jnp.swapaxes(new, 1, 2).astype(cache.dtype), start)
 
 
 def attention_mask(q_pos: jax.Array, k_pos: jax.Array, window: int | None) -> jax.Array:
@@ -97,21 +100,21 @@ class Attention(nnx.Module):
         q, k = rope(q, positions, rope_base), rope(k, positions, rope_base)
 
         if cache is None:
-            keys, values, k_pos = k, v, positions
+            keys, values, k_pos = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), positions
         else:
             keys = write_cache(cache[0], k, positions[:, 0])
             values = write_cache(cache[1], v, positions[:, 0])
             cache = (keys, values)
-            k_pos = jnp.broadcast_to(jnp.arange(keys.shape[1]), (x.shape[0], keys.shape[1]))
+            k_pos = jnp.broadcast_to(jnp.arange(keys.shape[2]), (x.shape[0], keys.shape[2]))
 
         b, t, n, h = q.shape
         groups = n // cfg.num_kv_heads
         q = (q * self.scale).reshape(b, t, cfg.num_kv_heads, groups, h)
-        logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, keys.astype(q.dtype)).astype(jnp.float32)
+        logits = jnp.einsum("BTKGH,BKSH->BKGTS", q, keys.astype(q.dtype)).astype(jnp.float32)
         mask = attention_mask(positions, k_pos, window)[:, None, None]
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
-        out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, values).reshape(b, t, n, h)
+        out = jnp.einsum("BKGTS,BKSH->BTKGH", probs, values).reshape(b, t, n, h)
         return jnp.einsum("BTNH,NHD->BTD", out.astype(x.dtype), self.o[...]), cache
 
 

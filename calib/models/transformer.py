@@ -52,8 +52,8 @@ class Transformer(nnx.Module):
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=jnp.float32) -> list[KVCache]:
-    """Zeroed KV cache: one (keys, values) pair of [B, S, K, H] per layer."""
-    shape = (batch, length, cfg.num_kv_heads, cfg.head_dim)
+    """Zeroed KV cache: one (keys, values) pair of [B, K, S, H] per layer."""
+    shape = (batch, cfg.num_kv_heads, length, cfg.head_dim)
     return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_layers)]
 
 
