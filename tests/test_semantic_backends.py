@@ -14,6 +14,7 @@ from calib.semantic import (
     ExactMatch,
     LLMJudge,
     NLIEquivalence,
+    binary_choice_probability,
     get_backend,
     normalize_answer,
 )
@@ -193,6 +194,23 @@ def test_llm_judge_asks_both_orders_and_needs_both_to_agree():
     assert c.equivalent[0, 1] and not c.equivalent[0, 2] and c.equivalent[0, 3]
     assert len(prompts_seen) == 2 * 6  # 3 distinct answers -> 6 ordered pairs, two continuations each
     assert all("Question: Capital of France?" in p for p in prompts_seen)
+
+
+def test_binary_choice_keeps_each_prompts_two_continuations_adjacent():
+    """A scorer that works in chunks (the runner's takes 256 pairs) must see both continuations of a prompt in the
+    same chunk, or it encodes the prompt twice. p(yes) is still p_yes / (p_yes + p_no) per prompt."""
+    calls = []
+
+    def score_fn(prompts, continuations):
+        calls.append(list(zip(prompts, continuations)))
+        return [np.array([math.log(0.2 if c == " Yes" else 0.6)]) for c in continuations]
+
+    prompts = [f"prompt {i}" for i in range(5)]
+    p = binary_choice_probability(score_fn, prompts, " Yes", " No", batch_size=3)
+    np.testing.assert_allclose(p, 0.25)
+    assert [len(c) for c in calls] == [6, 4]
+    flat = [pair for call in calls for pair in call]
+    assert flat == [(q, c) for q in prompts for c in (" Yes", " No")]
 
 
 def test_get_backend_by_name():

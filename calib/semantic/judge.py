@@ -27,14 +27,16 @@ def binary_choice_probability(
     """p(yes) / (p(yes) + p(no)) per prompt, from the summed token log-probs of the two continuations.
 
     Computed as sigmoid(log p(yes) - log p(no)), which is the same ratio without underflow.
+    Each prompt's two continuations are adjacent in the call, so a scorer that works through it in chunks (the
+    runner scores 256 pairs at a time) still encodes the prompt once for both.
     """
     prompts = list(prompts)
     out = np.empty(len(prompts), dtype=np.float64)
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
-        scores = score_fn(chunk + chunk, [yes] * len(chunk) + [no] * len(chunk))
-        log_yes = np.array([float(np.sum(s)) for s in scores[: len(chunk)]])
-        log_no = np.array([float(np.sum(s)) for s in scores[len(chunk) :]])
+        scores = score_fn([p for p in chunk for _ in (0, 1)], [yes, no] * len(chunk))
+        log_yes = np.array([float(np.sum(s)) for s in scores[0::2]])
+        log_no = np.array([float(np.sum(s)) for s in scores[1::2]])
         out[start : start + len(chunk)] = 1.0 / (1.0 + np.exp(log_no - log_yes))
     return out
 
