@@ -275,3 +275,16 @@ def test_length_buckets_are_multiples_of_16_then_of_64():
     assert [bucket_length(n) for n in (1, 16, 17, 42, 100, 128)] == [16, 16, 32, 48, 112, 128]
     assert [bucket_length(n) for n in (129, 155, 192, 193, 1000)] == [192, 192, 192, 256, 1024]
     assert all(bucket_length(n) >= n for n in range(1, 2000))
+
+
+def test_batch_sizes_are_powers_of_two_unless_one_batch_of_more_than_16_holds_every_prompt(tiny_llama):
+    from calib.decode.planning import prompts_per_batch
+
+    def per_batch(prompts: int, rows: int = 1, devices: int = 1) -> int:
+        return prompts_per_batch(tiny_llama.config, prompts, rows, 64, 8, 5, 4, 1 << 40, 256, devices)
+
+    assert [per_batch(n) for n in (1, 3, 12, 16)] == [1, 4, 16, 16]
+    assert [per_batch(n) for n in (17, 200, 250, 256)] == [32, 208, 256, 256]
+    assert per_batch(300) == 256  # two batches: powers of two keep the compiled shapes few
+    assert per_batch(32, rows=11) == 16  # the runner's shards: 23 prompts fit, so batches of 16
+    assert per_batch(200, devices=3) % 3 == 0

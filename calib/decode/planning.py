@@ -61,7 +61,11 @@ def prompts_per_batch(
     max_rows: int,
     num_devices: int,
 ) -> int:
-    """Prompts per compiled batch: a power of two that fits the memory budget and row cap, a multiple of the devices."""
+    """Prompts per compiled batch, a multiple of the devices that fits the memory budget and the row cap.
+
+    A power of two, except when every prompt fits in one batch of more than 16: then the count rounded up to a
+    multiple of 16 (200 verbalized-confidence prompts run as 208 rows, not 256).
+    """
     budget = budget_bytes if budget_bytes is not None else int(0.5 * free_memory_bytes())
     per_prompt = rows_per_prompt * bytes_per_row(cfg, cache_len, steps, top, itemsize)
     fit = min(budget // max(per_prompt, 1), max(max_rows // rows_per_prompt, 1))
@@ -74,4 +78,6 @@ def prompts_per_batch(
     while power * 2 <= fit:
         power *= 2
     b = min(bucket(num_prompts, 1), power)  # powers of two: few distinct compiled batch sizes
+    if 16 < num_prompts <= fit:
+        b = min(-(-num_prompts // 16) * 16, fit)
     return max(num_devices, b - b % num_devices)
