@@ -87,5 +87,6 @@ def enable_compilation_cache() -> None:
         return
     path = cache_root() / "jax"
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # every program: the evaluate stage compiles ~100 small bootstrap programs of ~0.3 s each (30 s per run)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
