@@ -138,7 +138,10 @@ def main() -> None:
         ours = results[workload]["calib"]["tok_s"]
         for engine, r in results[workload].items():
             if r is None:
-                print(f"{workload:<9}{engine:<14}{'skipped (not installed)':>39}")
+                why = (
+                    "skipped (--skip-transformers)" if engine == "transformers" else "skipped (not installed)"
+                )
+                print(f"{workload:<9}{engine:<14}{why:>39}")
                 continue
             ratio = "" if engine == "calib" else f"{ours / r['tok_s']:.2f}x"
             print(
