@@ -288,3 +288,28 @@ def test_batch_sizes_are_powers_of_two_unless_one_batch_of_more_than_16_holds_ev
     assert per_batch(300) == 256  # two batches: powers of two keep the compiled shapes few
     assert per_batch(32, rows=11) == 16  # the runner's shards: 23 prompts fit, so batches of 16
     assert per_batch(200, devices=3) % 3 == 0
+
+
+@pytest.mark.parametrize("vocab,ties", [(3000, False), (49152, False), (5000, True), (900, False)])
+def test_blocked_top_k_and_token_statistics_match_numpy(vocab, ties):
+    """Top-k through block maxima equals lax.top_k (ids too, ties included); log-normaliser and entropy equal
+    numpy's logsumexp and -sum p log p."""
+    from calib.decode.sampling import token_statistics, top_k_blocked
+
+    rng = np.random.default_rng(vocab)
+    x = rng.integers(0, 40, (6, vocab)).astype(np.float32) if ties else rng.normal(0, 3, (6, vocab))
+    x = jnp.asarray(x, jnp.float32)
+    for k in (1, 5, 8):
+        got_v, got_i = top_k_blocked(x, k)
+        want_v, want_i = jax.lax.top_k(x, k)
+        np.testing.assert_array_equal(np.asarray(got_i), np.asarray(want_i))
+        np.testing.assert_array_equal(np.asarray(got_v), np.asarray(want_v))
+    log_norm, entropy, top_ids, top_lp = token_statistics(x, 5)
+    z = np.asarray(x, np.float64)
+    lse = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
+    p = np.exp(z - lse[:, None])
+    np.testing.assert_allclose(np.asarray(log_norm), lse, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(entropy), -(p * np.log(p)).sum(-1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(top_lp), np.take_along_axis(z, np.asarray(top_ids), -1) - lse[:, None], atol=1e-5
+    )

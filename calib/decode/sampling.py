@@ -13,12 +13,41 @@ NEG_INF = -1e30
 BLOCK = 256
 
 
+def top_k_blocked(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """lax.top_k over the last axis of [R, V], searching only the k blocks of BLOCK entries with the largest maxima.
+
+    The k largest entries lie in those blocks (a block outside them has k blocks above it, each holding an entry at
+    least as large), so one pass of block maxima and a top-k over k * BLOCK candidates replace a top-k over V:
+    4.6 ms instead of 20 ms for 176 rows of SmolLM2's 49,152 logits on 2 CPU cores.
+    """
+    rows, vocab = x.shape
+    n_blocks = -(-vocab // BLOCK)
+    if n_blocks <= 2 * k:
+        return jax.lax.top_k(x, k)
+    blocks = jnp.pad(x, ((0, 0), (0, n_blocks * BLOCK - vocab)), constant_values=-jnp.inf)
+    blocks = blocks.reshape(rows, n_blocks, BLOCK)
+    # the chosen blocks in index order, so candidates keep vocabulary order and ties break as in lax.top_k
+    best = jnp.sort(jax.lax.top_k(blocks.max(-1), k)[1], axis=-1)
+    candidates = jnp.take_along_axis(blocks, best[:, :, None], axis=1).reshape(rows, k * BLOCK)
+    values, where = jax.lax.top_k(candidates, k)
+    ids = jnp.take_along_axis(best, where // BLOCK, axis=-1) * BLOCK + where % BLOCK
+    return values, ids
+
+
 def token_statistics(logits: jax.Array, top: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Untempered distribution [R, V] -> (log-probs [R, V], entropy [R], top-`top` ids and log-probs [R, top])."""
-    logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    entropy = -jnp.sum(jnp.exp(logprobs) * logprobs, axis=-1)
-    top_lp, top_ids = jax.lax.top_k(logprobs, top)
-    return logprobs, entropy, top_ids.astype(jnp.int32), top_lp
+    """Untempered distribution [R, V] -> (log-normaliser [R], entropy [R], top-`top` ids and log-probs [R, top]).
+
+    log p(v) = logits[v] - log-normaliser. One exp pass and two sums give both statistics; the [R, V] log-probs
+    are never stored.
+    """
+    z = logits.astype(jnp.float32)
+    peak = jnp.max(z, axis=-1, keepdims=True)
+    weights = jnp.exp(z - peak)
+    total = jnp.sum(weights, axis=-1)
+    log_normaliser = peak[:, 0] + jnp.log(total)
+    entropy = jnp.log(total) - jnp.sum(weights * (z - peak), axis=-1) / total
+    top_values, top_ids = top_k_blocked(z, top)
+    return log_normaliser, entropy, top_ids.astype(jnp.int32), top_values - log_normaliser[:, None]
 
 
 def sampling_logits(

@@ -132,8 +132,9 @@ def decode(
         tokens, sample_lp = choose_tokens(
             step_keys, state.logits, greedy, temperature, spec.top_k, top_p_arg, min_p_arg
         )
-        logprobs, entropy, top_ids, top_lp = token_statistics(state.logits, spec.top)
-        chosen_lp = jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
+        log_normaliser, entropy, top_ids, top_lp = token_statistics(state.logits, spec.top)
+        chosen = jnp.take_along_axis(state.logits, tokens[:, None], axis=-1)[:, 0]
+        chosen_lp = chosen.astype(jnp.float32) - log_normaliser
         put = lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x, t, axis=1)  # noqa: E731
         active = ~done
         reason = jnp.where(
