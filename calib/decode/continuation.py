@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from calib.decode import session
-from calib.decode.planning import bucket, bucket_length
+from calib.decode.planning import bucket, bucket_length, cache_length
 from calib.decode.stops import eos_token_mask, stop_token_mask, truncate_at_stop
 from calib.decode.types import SAMPLE_FIELDS, Generations
 from calib.devices import batch_sharded
@@ -61,8 +61,9 @@ class DecodeSession:
         if batch < self.num_prompts:
             raise CalibError(f"batch_prompts={batch} is smaller than the {self.num_prompts} prompts given")
         cfg = lm.config
-        prompt_len = bucket_length(max(len(p) for p in prompt_ids))
-        self.cache_len = prompt_len + bucket(room)
+        longest = max(len(p) for p in prompt_ids)
+        prompt_len = bucket_length(longest)
+        self.cache_len = cache_length(longest, room)
         ids = np.full((batch, prompt_len), cfg.pad_id, np.int32)
         lengths = np.ones(batch, np.int32)
         for j, p in enumerate(prompt_ids):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from calib.cache import enable_compilation_cache
 from calib.decode.continuation import DecodeSession, Sampling, collect
-from calib.decode.planning import bucket, bucket_length, prompts_per_batch
+from calib.decode.planning import cache_length, prompts_per_batch
 from calib.decode.types import Generations
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
@@ -89,7 +89,7 @@ def generate(
         lm.config,
         len(prompts),
         rows_per_prompt,
-        bucket_length(max(map(len, encoded))) + bucket(max_new_tokens),
+        cache_length(max(map(len, encoded)), max_new_tokens),
         max_new_tokens,
         top_logprobs,
         jnp.dtype(lm.dtype).itemsize,

@@ -30,6 +30,14 @@ def bucket_length(n: int, minimum: int = 16) -> int:
     return max(minimum, -(-n // step) * step)
 
 
+def cache_length(longest_prompt: int, room: int) -> int:
+    """KV-cache slots of a decode session: the prompt bucket plus the bucketed room to generate (and append) into.
+
+    The memory planner and DecodeSession both use it, so the size planned for is the size allocated.
+    """
+    return bucket_length(longest_prompt) + bucket(room)
+
+
 def free_memory_bytes() -> int:
     """Free memory of the first device (accelerator stats, else the host's available RAM)."""
     stats = jax.devices()[0].memory_stats() if jax.devices()[0].platform != "cpu" else None

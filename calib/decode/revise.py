@@ -24,7 +24,7 @@ import numpy as np
 from calib.cache import enable_compilation_cache
 from calib.decode.continuation import DecodeSession, Sampling, collect
 from calib.decode.generate import _validate, encode_prompts
-from calib.decode.planning import bucket, bucket_length, prompts_per_batch
+from calib.decode.planning import bucket, cache_length, prompts_per_batch
 from calib.decode.types import SAMPLE_FIELDS, Generations
 from calib.devices import batch_sharded
 from calib.errors import CalibError
@@ -299,7 +299,7 @@ def revise(
         lm.config,
         len(prompts),
         rpp,
-        bucket_length(max(map(len, encoded))) + bucket(room),
+        cache_length(max(map(len, encoded)), room),
         max_new_tokens,
         top_logprobs,
         jnp.dtype(lm.dtype).itemsize,
