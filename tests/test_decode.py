@@ -256,6 +256,30 @@ def test_continuing_from_the_cache_equals_decoding_from_scratch(name, request):
         assert full[before - len(cue) : before] == cue  # the cue really sits in the history
 
 
+def test_going_on_with_the_running_rows_in_a_smaller_batch_changes_nothing(tiny_llama, monkeypatch):
+    from calib.decode import continuation, session
+
+    calls = []
+    take_rows = session.take_rows
+    monkeypatch.setattr(
+        session, "take_rows", lambda state, rows: calls.append(len(rows)) or take_rows(state, rows)
+    )
+    stop = tuple("abcdefghijklmnopqrstuvwxyz")  # most answers of this random model stop within a few tokens
+    kwargs = dict(num_samples=7, include_greedy=True, max_new_tokens=24, stop=stop, seed=3)
+    prompts = [f"{p} {n}" for n in range(4) for p in PROMPTS]  # 12 prompts x 8 rows: one batch of 96 rows
+    shrunk = generate(tiny_llama, prompts, **kwargs)
+    assert calls and calls[0] < 96  # some answers ran long after most had stopped
+    monkeypatch.setattr(continuation, "MIN_SHRINK_ROWS", 10**9)
+    whole = generate(tiny_llama, prompts, **kwargs)
+    assert shrunk.texts == whole.texts and shrunk.stop_reasons == whole.stop_reasons
+    assert {r for row in shrunk.stop_reasons for r in row} == {"stop", "length"}
+    for field in ("token_ids", "token_logprobs", "token_entropies", "top_ids", "top_logprobs"):
+        for a, b in zip(getattr(shrunk, field), getattr(whole, field)):
+            for x, y in zip(a, b):
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.stack(shrunk.hidden), np.stack(whole.hidden), rtol=1e-5, atol=1e-5)
+
+
 def test_memory_budget_splits_work_into_batches_with_identical_results(tiny_llama):
     from calib.decode.planning import bucket, bucket_length, bytes_per_row
 

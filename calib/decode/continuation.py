@@ -21,6 +21,9 @@ from calib.devices import batch_sharded
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
 
+SHRINK_FACTOR, MIN_SHRINK_ROWS = 4, 32  # decode on in a smaller batch once <= 1/4 of >= 32 rows still run
+PREFILL_GROUP = 16  # prompts encoded together: enough rows for full-speed matmuls, little padding
+
 REASON_NAMES = {session.REASON_STOP: "stop", session.REASON_EOS: "eos", session.REASON_LENGTH: "length"}
 
 
@@ -35,6 +38,18 @@ class Sampling:
     min_p: float | None = None
     stop: tuple[str, ...] = ("\n",)
     top_logprobs: int = 5
+
+
+def prefill_groups(lengths: np.ndarray, multiple: int = 1) -> list[np.ndarray]:
+    """Prompt slots in groups of PREFILL_GROUP by length, so each group pads only to its own length bucket.
+
+    Group sizes are multiples of `multiple` (the devices) and there are few distinct ones: a handful of compiles.
+    """
+    order = np.argsort(lengths, kind="stable")
+    size = max(multiple, PREFILL_GROUP - PREFILL_GROUP % multiple)
+    if len(order) <= size:
+        return [order]
+    return [order[start : start + size] for start in range(0, len(order), size)]
 
 
 class DecodeSession:
@@ -54,6 +69,7 @@ class DecodeSession:
         seed: int = 0,
         prompt_index_offset: int = 0,
         batch_prompts: int | None = None,
+        prompt_indices: Sequence[int] | None = None,
     ):
         self.lm, self.rows_per_prompt = lm, rows_per_prompt
         self.num_prompts = len(prompt_ids)
@@ -61,13 +77,7 @@ class DecodeSession:
         if batch < self.num_prompts:
             raise CalibError(f"batch_prompts={batch} is smaller than the {self.num_prompts} prompts given")
         cfg = lm.config
-        longest = max(len(p) for p in prompt_ids)
-        prompt_len = bucket_length(longest)
-        self.cache_len = cache_length(longest, room)
-        ids = np.full((batch, prompt_len), cfg.pad_id, np.int32)
-        lengths = np.ones(batch, np.int32)
-        for j, p in enumerate(prompt_ids):
-            ids[j, : len(p)], lengths[j] = p, len(p)
+        self.cache_len = cache_length(max(len(p) for p in prompt_ids), room)
         self.rows = batch * rows_per_prompt
         self.history = [
             list(prompt_ids[r // rows_per_prompt]) if r // rows_per_prompt < self.num_prompts else []
@@ -75,16 +85,32 @@ class DecodeSession:
         ]  # every token in each row's cache, for checks and revise
         self.pending: list[int | None] = [None] * self.rows  # last sampled token not yet fed to the cache
         self.greedy = np.tile(np.asarray(greedy_rows, bool), batch)
-        keys = session.row_keys(seed, prompt_index_offset + jnp.arange(batch), rows_per_prompt)
+        if prompt_indices is None:
+            prompt_indices = range(prompt_index_offset, prompt_index_offset + self.num_prompts)
+        if len(prompt_indices) != self.num_prompts:
+            raise CalibError(f"{len(prompt_indices)} prompt indices for {self.num_prompts} prompts")
+        padding = range(max(prompt_indices) + 1, max(prompt_indices) + 1 + batch - self.num_prompts)
+        keys = session.row_keys(seed, jnp.asarray([*prompt_indices, *padding]), rows_per_prompt)
         n_dev = lm.mesh.devices.size if lm.mesh is not None else 1
         self._sharding = batch_sharded(lm.mesh) if n_dev > 1 else None
-        ids, lengths = jnp.asarray(ids), jnp.asarray(lengths)
-        if self._sharding is not None:
-            ids, lengths, keys = jax.device_put((ids, lengths, keys), self._sharding)
         graphdef, params = lm.graphdef_and_state
-        self.state = session.prefill(
-            graphdef, params, ids, lengths, keys, cache_len=self.cache_len, repeats=rows_per_prompt
-        )
+        self.state = session.empty_state(cfg, self.rows, self.cache_len, lm.dtype, keys)
+        lengths = np.ones(batch, np.int32)
+        lengths[: self.num_prompts] = [len(p) for p in prompt_ids]
+        for slots in prefill_groups(lengths, n_dev):
+            ids = np.full((len(slots), bucket_length(int(lengths[slots].max()))), cfg.pad_id, np.int32)
+            for j, slot in enumerate(slots):
+                if slot < self.num_prompts:
+                    ids[j, : lengths[slot]] = prompt_ids[slot]
+            self.state = session.prefill_into(
+                graphdef,
+                params,
+                self.state,
+                jnp.asarray(ids),
+                jnp.asarray(lengths[slots]),
+                jnp.asarray(slots, jnp.int32),
+                repeats=rows_per_prompt,
+            )
         if self._sharding is not None:
             self.state = jax.device_put(self.state, jax.tree.map(lambda _: self._sharding, self.state))
         self.positions = np.repeat(lengths, rows_per_prompt)
@@ -113,23 +139,19 @@ class DecodeSession:
             sampling.top_p is not None,
             sampling.min_p is not None,
         )
-        per_row = self._put(
-            (
-                jnp.asarray(self.greedy),
-                jnp.full((self.rows,), sampling.temperature, jnp.float32),
-                jnp.full((self.rows,), sampling.top_p or 1.0, jnp.float32),
-                jnp.full((self.rows,), sampling.min_p or 0.0, jnp.float32),
-            )
+        per_row = (
+            self.greedy,
+            np.full((self.rows,), sampling.temperature, np.float32),
+            np.full((self.rows,), sampling.top_p or 1.0, np.float32),
+            np.full((self.rows,), sampling.min_p or 0.0, np.float32),
         )
         masks = (
             jnp.asarray(stop_token_mask(lm.tokenizer, tuple(sampling.stop), cfg.vocab_size)),
             jnp.asarray(eos_token_mask(lm.eos_ids, cfg.vocab_size)),
+            jnp.int32(cfg.pad_id),
         )
-        graphdef, params = lm.graphdef_and_state
-        self.state, record = session.decode(
-            graphdef, params, self.state, *per_row, *masks, jnp.int32(cfg.pad_id), spec=spec
-        )
-        record = jax.device_get(record)
+        padding = np.arange(self.rows) >= self.num_prompts * self.rows_per_prompt
+        self.state, record = self._decode_rows(self.state, per_row, padding, 0, spec, masks)
         for r in range(self.rows):
             n = int(record.lengths[r])
             self.history[r].extend(
@@ -138,6 +160,60 @@ class DecodeSession:
             self.pending[r] = int(record.tokens[r, n - 1]) if n else None
         self.positions = self.positions + np.maximum(record.lengths - 1, 0)
         return record
+
+    def _decode_rows(self, state, per_row, done, start, spec, masks, tokens=None):
+        """Decode from step `start`; once few rows are still running, go on with just them in a smaller batch.
+
+        Answers end at different steps: most have stopped after a few tokens while one long answer would keep
+        the whole batch decoding. When at most a quarter of a batch of 32 rows or more runs, those rows move to a
+        batch of the next power of two (their cache rows gathered, then written back). Each row's randomness depends
+        only on its key and position, so samples stay the same up to float rounding (a matmul over fewer rows may
+        round differently: log-probs agree to ~1e-5). `tokens` (resuming): each row's last sampled token.
+        """
+        rows = len(done)
+        stop_below = rows // SHRINK_FACTOR if rows >= MIN_SHRINK_ROWS else 0
+        resume = tokens is not None
+        tokens = np.zeros(rows, np.int32) if tokens is None else tokens
+        graphdef, params = self.lm.graphdef_and_state
+        state, record, end, last = session.decode(
+            graphdef,
+            params,
+            state,
+            *self._put(tuple(jnp.asarray(x) for x in (*per_row, done, tokens))),
+            jnp.int32(start),
+            jnp.int32(stop_below),
+            *masks,
+            spec=spec,
+            resume=resume,
+        )
+        record = jax.tree.map(np.array, jax.device_get(record))
+        end = int(end)
+        running = np.flatnonzero(~done & (record.reasons == session.REASON_RUNNING))
+        if end >= spec.max_new_tokens or running.size == 0:
+            return state, record
+        n_dev = self.lm.mesh.devices.size if self.lm.mesh is not None else 1
+        size = bucket(running.size, 8)
+        size += -size % n_dev
+        idle = np.flatnonzero(np.isin(np.arange(rows), running, invert=True))[: size - running.size]
+        take = np.concatenate([running, idle])
+        part = session.take_rows(state, self._put(jnp.asarray(take)))
+        part, rest = self._decode_rows(
+            part,
+            tuple(x[take] for x in per_row),
+            np.arange(size) >= running.size,
+            end,
+            spec,
+            masks,
+            np.asarray(last)[take],
+        )
+        state = session.put_rows(state, jnp.asarray(running), part)
+        n = running.size
+        for name in ("tokens", "logprobs", "sample_logprobs", "entropies", "top_ids", "top_logprobs"):
+            getattr(record, name)[running, end:] = getattr(rest, name)[:n, end:]
+        record.lengths[running] += rest.lengths[:n]
+        record.reasons[running] = rest.reasons[:n]
+        record.answer_hidden[running] = rest.answer_hidden[:n]
+        return state, record
 
     def append(self, tokens: Sequence[Sequence[int]], feed_pending: bool = True) -> None:
         """Feed tokens [row][...] after each row's history (by default first the token that ended its last pass)."""

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 from calib.cache import enable_compilation_cache
 from calib.decode.continuation import DecodeSession, Sampling, collect
@@ -97,21 +98,24 @@ def generate(
         max_rows,
         n_dev,
     )
+    # batches of similar length: less padding in prefill and shorter caches to attend over in every decode step
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     records = []
     for start in progress_bar(range(0, len(prompts), per_batch), "generate", enabled=progress, unit="batch"):
-        chunk = encoded[start : start + per_batch]
+        members = order[start : start + per_batch]
         decoder = DecodeSession(
             lm,
-            chunk,
+            [encoded[i] for i in members],
             rows_per_prompt,
             greedy_rows,
             max_new_tokens,
             seed,
-            prompt_index_offset + start,
             batch_prompts=per_batch,
+            prompt_indices=[prompt_index_offset + i for i in members],
         )
-        records.append((len(chunk), decoder.decode(sampling)))
-    gens = collect(lm, prompts, records, rows_per_prompt, sampling.stop)
+        records.append((len(members), decoder.decode(sampling)))
+    gens = collect(lm, [prompts[i] for i in order], records, rows_per_prompt, sampling.stop)
+    gens = gens.reorder(np.argsort(order))
     gens.meta.update(
         num_samples=k,
         include_greedy=rows_per_prompt > k,

@@ -68,23 +68,51 @@ def row_keys(seed: int, prompt_index: jax.Array, repeats: int) -> jax.Array:
     ).reshape(-1)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cache_len", "repeats"))
-def prefill(
-    graphdef, params, ids: jax.Array, lengths: jax.Array, keys: jax.Array, *, cache_len: int, repeats: int
+def empty_state(cfg, rows: int, cache_len: int, dtype, keys: jax.Array) -> DecodeState:
+    """A state of `rows` rows with a zeroed cache, for `prefill_into` to fill a group of prompts at a time."""
+    return DecodeState(
+        cache=init_cache(cfg, rows, cache_len, dtype),
+        positions=jnp.ones((rows,), jnp.int32),
+        logits=jnp.zeros((rows, cfg.vocab_size), jnp.float32),
+        hidden=jnp.zeros((rows, cfg.embed_dim), dtype),
+        keys=keys,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "repeats"), donate_argnames=("state",))
+def prefill_into(
+    graphdef,
+    params,
+    state: DecodeState,
+    ids: jax.Array,
+    lengths: jax.Array,
+    slots: jax.Array,
+    *,
+    repeats: int,
 ) -> DecodeState:
-    """Encode right-padded prompts [B, P] once, then give each prompt `repeats` rows sharing its cache."""
+    """Encode right-padded prompts [b, P] and write them into the rows of prompt slots [b] (each `repeats` rows).
+
+    Prompts of similar length are encoded together, each group padded only to its own length bucket: one batch of
+    200 verbalized-confidence prompts (30 to 83 tokens) no longer pads every prompt to 96.
+    """
     model = nnx.merge(graphdef, params)
     b, p = ids.shape
-    cache = init_cache(model.cfg, b, cache_len, model.embedding[...].dtype)
-    h, cache = model.hidden(ids, jnp.broadcast_to(jnp.arange(p), (b, p)), cache)
+    h, cache = model.hidden(
+        ids, jnp.broadcast_to(jnp.arange(p), (b, p)), init_cache(model.cfg, b, p, state.hidden.dtype)
+    )
     last = h[jnp.arange(b), lengths - 1]
+    rows = (slots[:, None] * repeats + jnp.arange(repeats)[None, :]).reshape(-1)
     rep = lambda x: jnp.repeat(x, repeats, axis=0)  # noqa: E731
+    written = [
+        (keys.at[rows, :, :p].set(rep(k)), values.at[rows, :, :p].set(rep(v)))
+        for (keys, values), (k, v) in zip(state.cache, cache)
+    ]
     return DecodeState(
-        cache=jax.tree.map(rep, cache),
-        positions=rep(lengths.astype(jnp.int32)),
-        logits=rep(model.project(last)),
-        hidden=rep(last),
-        keys=keys,
+        cache=written,
+        positions=state.positions.at[rows].set(rep(lengths.astype(jnp.int32))),
+        logits=state.logits.at[rows].set(rep(model.project(last))),
+        hidden=state.hidden.at[rows].set(rep(last)),
+        keys=state.keys,
     )
 
 
@@ -106,7 +134,7 @@ def append(graphdef, params, state: DecodeState, ids: jax.Array, lengths: jax.Ar
     )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "spec"), donate_argnames=("state",))
+@functools.partial(jax.jit, static_argnames=("graphdef", "spec", "resume"), donate_argnames=("state",))
 def decode(
     graphdef,
     params,
@@ -115,13 +143,24 @@ def decode(
     temperature: jax.Array,
     top_p: jax.Array,
     min_p: jax.Array,
+    done: jax.Array,
+    tokens: jax.Array,
+    start: jax.Array,
+    stop_below: jax.Array,
     stop_mask: jax.Array,
     eos_mask: jax.Array,
     pad_id: jax.Array,
     *,
     spec: SamplingSpec,
-) -> tuple[DecodeState, Record]:
-    """Sample up to spec.max_new_tokens per row in one lax.while_loop; exits early when every row has stopped."""
+    resume: bool = False,
+) -> tuple[DecodeState, Record, jax.Array, jax.Array]:
+    """Sample steps start, start + 1, ... < spec.max_new_tokens in one lax.while_loop.
+
+    Returns the state, the record, the step the loop ended at and the last sampled tokens. Rows with `done` set
+    never sample (batch padding). The loop ends when every row has stopped, or early once no more than
+    `stop_below` rows are running, so the caller can go on with only those rows in a smaller batch (DecodeSession
+    does): it calls again with `resume=True` and their last `tokens`, which are fed before the next step.
+    """
     model = nnx.merge(graphdef, params)
     rows, steps = state.logits.shape[0], spec.max_new_tokens
     top_p_arg = top_p if spec.use_top_p else None
@@ -152,9 +191,10 @@ def decode(
             reasons=jnp.where(active, reason, record.reasons),
             answer_hidden=jnp.where(active[:, None], state.hidden, record.answer_hidden),
         )
-        return state, record, tokens, done | (reason != REASON_RUNNING)
+        return record, tokens, done | (reason != REASON_RUNNING)
 
     def forward(state: DecodeState, tokens: jax.Array, done: jax.Array) -> DecodeState:
+        """Feed each running row its last token (a stopped row's terminator stays unfed, as after any pass)."""
         feed = jnp.where(done, pad_id, tokens)
         h, cache = model.hidden(feed[:, None], state.positions[:, None], state.cache)
         h = h[:, 0]
@@ -163,12 +203,13 @@ def decode(
     def body(carry):
         t, state, record, tokens, done = carry
         state = forward(state, tokens, done)
-        state, record, tokens, done = sample(t, state, record, done)
+        record, tokens, done = sample(t, state, record, done)
         return t + 1, state, record, tokens, done
 
     def cond(carry):
         t, _, _, _, done = carry
-        return (t < steps) & ~jnp.all(done)
+        running = jnp.sum(~done)
+        return (t < steps) & (running > 0) & ((running > stop_below) | (resume & (t == start)))
 
     zeros = lambda *shape, dtype=jnp.float32: jnp.zeros((rows, *shape), dtype)  # noqa: E731
     record = Record(
@@ -182,7 +223,22 @@ def decode(
         reasons=zeros(dtype=jnp.int32),
         answer_hidden=jnp.zeros_like(state.hidden),
     )
-    done = jnp.zeros((rows,), bool)
-    state, record, tokens, done = sample(0, state, record, done)
-    _, state, record, tokens, done = jax.lax.while_loop(cond, body, (1, state, record, tokens, done))
-    return state, record
+    t = start
+    if not resume:
+        record, tokens, done = sample(start, state, record, done)
+        t = start + 1
+    end, state, record, tokens, _ = jax.lax.while_loop(cond, body, (t, state, record, tokens, done))
+    return state, record, end, tokens
+
+
+@jax.jit
+def take_rows(state: DecodeState, rows: jax.Array) -> DecodeState:
+    """The state of some rows only (a smaller batch to go on decoding with)."""
+    return jax.tree.map(lambda x: x[rows], state)
+
+
+@functools.partial(jax.jit, donate_argnames=("state",))
+def put_rows(state: DecodeState, rows: jax.Array, part: DecodeState) -> DecodeState:
+    """Write the first len(rows) rows of `part` back into `state` at `rows`."""
+    n = rows.shape[0]
+    return jax.tree.map(lambda x, y: x.at[rows].set(y[:n]), state, part)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,6 +65,15 @@ class Generations:
             prompts=list(self.prompts),
             **{name: [row[samples] for row in getattr(self, name)] for name in SAMPLE_FIELDS},
             hidden=[h[samples] for h in self.hidden],
+            meta=dict(self.meta),
+        )
+
+    def reorder(self, order: Sequence[int]) -> Generations:
+        """The prompts in another order: prompt j of the result is prompt order[j] of this one."""
+        return Generations(
+            prompts=[self.prompts[i] for i in order],
+            **{name: [getattr(self, name)[i] for i in order] for name in SAMPLE_FIELDS},
+            hidden=[self.hidden[i] for i in order] if self.hidden else [],
             meta=dict(self.meta),
         )
 
