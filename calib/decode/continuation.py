@@ -47,8 +47,6 @@ def prefill_groups(lengths: np.ndarray, multiple: int = 1) -> list[np.ndarray]:
     """
     order = np.argsort(lengths, kind="stable")
     size = max(multiple, PREFILL_GROUP - PREFILL_GROUP % multiple)
-    if len(order) <= size:
-        return [order]
     return [order[start : start + size] for start in range(0, len(order), size)]
 
 
@@ -91,13 +89,13 @@ class DecodeSession:
             raise CalibError(f"{len(prompt_indices)} prompt indices for {self.num_prompts} prompts")
         padding = range(max(prompt_indices) + 1, max(prompt_indices) + 1 + batch - self.num_prompts)
         keys = session.row_keys(seed, jnp.asarray([*prompt_indices, *padding]), rows_per_prompt)
-        n_dev = lm.mesh.devices.size if lm.mesh is not None else 1
-        self._sharding = batch_sharded(lm.mesh) if n_dev > 1 else None
+        self.n_dev = lm.mesh.devices.size if lm.mesh is not None else 1
+        self._sharding = batch_sharded(lm.mesh) if self.n_dev > 1 else None
         graphdef, params = lm.graphdef_and_state
         self.state = session.empty_state(cfg, self.rows, self.cache_len, lm.dtype, keys)
         lengths = np.ones(batch, np.int32)
         lengths[: self.num_prompts] = [len(p) for p in prompt_ids]
-        for slots in prefill_groups(lengths, n_dev):
+        for slots in prefill_groups(lengths, self.n_dev):
             ids = np.full((len(slots), bucket_length(int(lengths[slots].max()))), cfg.pad_id, np.int32)
             for j, slot in enumerate(slots):
                 if slot < self.num_prompts:
@@ -191,9 +189,8 @@ class DecodeSession:
         running = np.flatnonzero(~done & (record.reasons == session.REASON_RUNNING))
         if end >= spec.max_new_tokens or running.size == 0:
             return state, record
-        n_dev = self.lm.mesh.devices.size if self.lm.mesh is not None else 1
         size = bucket(running.size, 8)
-        size += -size % n_dev
+        size += -size % self.n_dev
         idle = np.flatnonzero(np.isin(np.arange(rows), running, invert=True))[: size - running.size]
         take = np.concatenate([running, idle])
         part = session.take_rows(state, self._put(jnp.asarray(take)))
@@ -208,7 +205,7 @@ class DecodeSession:
         )
         state = session.put_rows(state, jnp.asarray(running), part)
         n = running.size
-        for name in ("tokens", "logprobs", "sample_logprobs", "entropies", "top_ids", "top_logprobs"):
+        for name in session.STEP_FIELDS:
             getattr(record, name)[running, end:] = getattr(rest, name)[:n, end:]
         record.lengths[running] += rest.lengths[:n]
         record.reasons[running] = rest.reasons[:n]

@@ -48,6 +48,9 @@ class Record:
     answer_hidden: jax.Array  # [R, D] hidden state that produced the last sampled token's distribution
 
 
+STEP_FIELDS = ("tokens", "logprobs", "sample_logprobs", "entropies", "top_ids", "top_logprobs")  # [R, M, ...]
+
+
 @dataclass(frozen=True)
 class SamplingSpec:
     """Static decoding settings (changing these recompiles); per-row values live in arrays."""
