@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -32,7 +34,8 @@ class Transformer(nnx.Module):
             x = x * jnp.asarray(self.cfg.embed_dim**0.5, dtype=emb.dtype)
         new_cache = []
         for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, positions, None if cache is None else cache[i])
+            graphdef, state = nnx.split(block)
+            x, layer_cache = _block(graphdef, state, x, positions, None if cache is None else cache[i])
             new_cache.append(layer_cache)
         return self.final_norm(x), (None if cache is None else new_cache)
 
@@ -49,6 +52,13 @@ class Transformer(nnx.Module):
             positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
         h, _ = self.hidden(ids, positions)
         return self.project(h)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _block(graphdef, state, x, positions, cache):
+    """One block as its own jitted function: blocks of one kind share a graphdef, so a model of L blocks is traced
+    and lowered once per kind, not L times (XLA inlines the calls, so the compiled code is the same)."""
+    return nnx.merge(graphdef, state)(x, positions, cache)
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=jnp.float32) -> list[KVCache]:
