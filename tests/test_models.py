@@ -34,6 +34,32 @@ def test_rows_of_a_batch_do_not_interact(tiny_gemma3):
     np.testing.assert_allclose(together[1:2], alone, atol=1e-5)
 
 
+@pytest.mark.parametrize("name, kinds", [("tiny_llama", 1), ("tiny_gemma3", 2)])
+def test_blocks_of_one_kind_are_traced_once(name, kinds, request, monkeypatch):
+    """The compile-time guarantee of transformer._block: L blocks cost one trace per kind (Gemma 3: sliding, global).
+    Python in a block runs only while it is traced, so counting calls of Block.__call__ counts traces."""
+    import jax
+    from flax import nnx
+
+    from calib.models.layers import Block
+
+    lm = request.getfixturevalue(name)
+    graphdef, state = lm.graphdef_and_state
+    traced = []
+    original = Block.__call__
+
+    def counting(self, *args, **kwargs):
+        traced.append(self.window)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Block, "__call__", counting)
+    length = 29  # a length no other test uses, so no trace of it is cached yet
+    hidden = jax.jit(lambda st, x: nnx.merge(graphdef, st).hidden(x, jax.numpy.arange(length)[None])[0])
+    hidden.lower(state, jax.numpy.zeros((1, length), jax.numpy.int32))
+    assert lm.config.num_layers > kinds
+    assert len(traced) == len(set(traced)) == kinds
+
+
 def _save_tokenizer(folder):
     tok = byte_tokenizer()
     tok.save_pretrained(folder)
