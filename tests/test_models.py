@@ -41,6 +41,7 @@ def test_blocks_of_one_kind_are_traced_once(name, kinds, request, monkeypatch):
     import jax
     from flax import nnx
 
+    from calib.models import transformer
     from calib.models.layers import Block
 
     lm = request.getfixturevalue(name)
@@ -53,7 +54,11 @@ def test_blocks_of_one_kind_are_traced_once(name, kinds, request, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Block, "__call__", counting)
-    length = 29  # a length no other test uses, so no trace of it is cached yet
+    # the same block code under a new function object (JAX caches traces per function): other tests may already
+    # have traced this shape with the real one
+    run_block = transformer._block.__wrapped__
+    monkeypatch.setattr(transformer, "_block", jax.jit(lambda *args: run_block(*args), static_argnums=0))
+    length = 29
     hidden = jax.jit(lambda st, x: nnx.merge(graphdef, st).hidden(x, jax.numpy.arange(length)[None])[0])
     hidden.lower(state, jax.numpy.zeros((1, length), jax.numpy.int32))
     assert lm.config.num_layers > kinds
