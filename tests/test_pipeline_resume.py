@@ -43,15 +43,21 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
         proc = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
         )
-        deadline = time.monotonic() + 240
-        while not shards_on_disk(artifacts) and proc.poll() is None and time.monotonic() < deadline:
+        started = time.monotonic()
+        while not shards_on_disk(artifacts) and proc.poll() is None and time.monotonic() < started + 240:
             time.sleep(0.05)
+        exited_before_kill = proc.poll()
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
+    why = (
+        f"waited {time.monotonic() - started:.0f} s; exit status before the kill: {exited_before_kill}; log tail:\n"
+        + (tmp_path / "killed.log").read_text()[-2000:]
+    )
+    assert exited_before_kill is None and proc.returncode == -signal.SIGKILL, why
     store = ArtifactStore(artifacts)
     done = len(shards_on_disk(artifacts))
-    assert 1 <= done < 8 and store.keys("generate") == []  # killed mid-generation: incomplete artifact
+    assert 1 <= done < 8, why  # killed mid-generation
+    assert store.keys("generate") == []  # so the generate artifact is incomplete
     assert not (tmp_path / "killed" / "results.parquet").exists()
 
     cfg = compose([*OVERRIDES, f"artifacts_dir={artifacts}"])
