@@ -2,8 +2,10 @@
 
 smECE_σ = ∫_0^1 |(1/n) Σ_i K_σ(t, f_i)(f_i - y_i)| dt with the reflected Gaussian kernel
 K_σ(t, f) = Σ_k [φ_σ(t - f - 2k) + φ_σ(t + f - 2k)], which keeps all kernel mass inside [0, 1]. The default
-bandwidth σ* is the fixed point smECE_σ(σ) = σ, found by bisection (smECE_σ falls as σ grows). This is the
-estimator of relplot's `smECE`; like relplot the bandwidth is floored at 1e-3.
+bandwidth σ* is the fixed point smECE_σ(σ) = σ, a root of the decreasing gap(σ) = smECE_σ - σ, found by the
+Illinois variant of regula falsi: it keeps a bracket like bisection but needs ~8 evaluations instead of 21, and each
+evaluation is an FFT (the bootstrap runs thousands). This is the estimator of relplot's `smECE`; like relplot the
+bandwidth is floored at 1e-3.
 
 Computation: the residuals are spread onto a grid of G = 2049 points by linear interpolation (as relplot
 does), reflected into an even function on a circle of length 2, and convolved by FFT with the periodic Gaussian,
@@ -24,7 +26,9 @@ from calib.metrics import validate
 
 GRID = 2049
 MIN_SIGMA = 1e-3
-BISECTION_STEPS = 20  # bracket (1 - 1e-3) / 2^20 < 1e-6, far below the 1e-3 agreement with relplot
+SIGMA_TOLERANCE = 1e-6  # bracket width at which the search stops, far below the 1e-3 agreement with relplot
+GAP_TOLERANCE = 1e-7  # |smECE_s - s| at which s is taken as the fixed point
+MAX_STEPS = 40  # never reached in practice (~8); bounds the loop if float noise stalls the bracket
 
 
 def _grid_masses(f: jax.Array, w: jax.Array) -> jax.Array:
@@ -70,16 +74,29 @@ def smece_core(c: jax.Array, y: jax.Array, sigma: jax.Array, fixed: bool) -> tup
     def gap(s: jax.Array) -> jax.Array:
         return _smece_at(resid_fft, s, n) - s
 
-    def step(_: int, bracket: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        lo, hi = bracket
-        mid = (lo + hi) / 2
-        above = gap(mid) > 0  # smECE_mid > mid: the fixed point lies above mid
-        return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+    def unfinished(state: tuple) -> jax.Array:
+        lo, hi, _, _, _, _, g, steps = state
+        return (hi - lo > SIGMA_TOLERANCE) & (jnp.abs(g) > GAP_TOLERANCE) & (steps < MAX_STEPS)
+
+    def step(state: tuple) -> tuple:
+        """One regula falsi point; a side kept twice in a row has its gap halved (Illinois), so both ends move."""
+        lo, hi, g_lo, g_hi, side, _, _, steps = state
+        s = jnp.clip((lo * g_hi - hi * g_lo) / (g_hi - g_lo), lo, hi)
+        g = gap(s)
+        above = g > 0  # smECE_s > s: the fixed point lies above s
+        g_hi = jnp.where(above & (side > 0), g_hi / 2, g_hi)
+        g_lo = jnp.where(~above & (side < 0), g_lo / 2, g_lo)
+        lo, g_lo = jnp.where(above, s, lo), jnp.where(above, g, g_lo)
+        hi, g_hi = jnp.where(above, hi, s), jnp.where(above, g_hi, g)
+        return lo, hi, g_lo, g_hi, jnp.where(above, 1, -1), s, g, steps + 1
 
     lo0, hi0 = jnp.float32(MIN_SIGMA), jnp.float32(1.0)
-    lo, hi = jax.lax.fori_loop(0, BISECTION_STEPS, step, (lo0, hi0))
-    star = jnp.where(gap(lo0) <= 0, lo0, (lo + hi) / 2)
-    return _smece_at(resid_fft, star, n), star
+    g_lo0, g_hi0 = gap(lo0), gap(hi0)  # g_hi0 <= 0: smECE never exceeds 1
+    done = jnp.where(g_lo0 > 0, 0, MAX_STEPS)  # gap(floor) <= 0: the bandwidth is the floor
+    start = (lo0, hi0, g_lo0, g_hi0, jnp.int32(0), lo0, g_lo0, jnp.int32(done))
+    *_, star, g, _ = jax.lax.while_loop(unfinished, step, start)
+    # the last point is within the final bracket of the root, and gap's slope is <= -1, so it is also within |g|
+    return g + star, star
 
 
 def smece(confidence: Any, correct: Any, sigma: float | None = None, return_sigma: bool = False) -> Any:
