@@ -3,8 +3,8 @@
 smECE_σ = ∫_0^1 |(1/n) Σ_i K_σ(t, f_i)(f_i - y_i)| dt with the reflected Gaussian kernel
 K_σ(t, f) = Σ_k [φ_σ(t - f - 2k) + φ_σ(t + f - 2k)], which keeps all kernel mass inside [0, 1]. The default
 bandwidth σ* is the fixed point smECE_σ(σ) = σ, a root of the decreasing gap(σ) = smECE_σ - σ, found by the
-Illinois variant of regula falsi: it keeps a bracket like bisection but needs ~8 evaluations instead of 21, and each
-evaluation is an FFT (the bootstrap runs thousands). This is the estimator of relplot's `smECE`; like relplot the
+Illinois variant of regula falsi: it keeps a bracket like bisection but stops after 1-9 steps (median 4 on 300 mixed
+inputs) instead of 20, and each step is an FFT (the bootstrap runs thousands). This is the estimator of relplot's `smECE`; like relplot the
 bandwidth is floored at 1e-3.
 
 Computation: the residuals are spread onto a grid of G = 2049 points by linear interpolation (as relplot
@@ -28,7 +28,7 @@ GRID = 2049
 MIN_SIGMA = 1e-3
 SIGMA_TOLERANCE = 1e-6  # bracket width at which the search stops, far below the 1e-3 agreement with relplot
 GAP_TOLERANCE = 1e-7  # |smECE_s - s| at which s is taken as the fixed point
-MAX_STEPS = 40  # never reached in practice (~8); bounds the loop if float noise stalls the bracket
+MAX_STEPS = 40  # at most 9 seen; bounds the loop if float noise stalls the bracket
 
 
 def _grid_masses(f: jax.Array, w: jax.Array) -> jax.Array:
