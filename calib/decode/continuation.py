@@ -191,7 +191,7 @@ class DecodeSession:
             return state, record
         size = bucket(running.size, 8)
         size += -size % self.n_dev
-        idle = np.flatnonzero(np.isin(np.arange(rows), running, invert=True))[: size - running.size]
+        idle = np.setdiff1d(np.arange(rows), running)[: size - running.size]
         take = np.concatenate([running, idle])
         part = session.take_rows(state, self._put(jnp.asarray(take)))
         part, rest = self._decode_rows(
