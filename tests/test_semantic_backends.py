@@ -80,6 +80,41 @@ def test_embedding_encodes_each_distinct_string_once(minilm):
         EmbeddingSimilarity(threshold=1.5)
 
 
+def test_a_preloading_encoder_is_loaded_once_and_shared(monkeypatch):
+    """preload() loads in a thread; a use that comes while it runs waits for that load instead of starting another."""
+    import threading
+
+    import sentence_transformers
+
+    started, release, built = threading.Event(), threading.Event(), []
+
+    class SlowEncoder:
+        def __init__(self, path, device):
+            started.set()
+            release.wait(5)
+            built.append(self)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", SlowEncoder)
+    backend = EmbeddingSimilarity(model="some/folder")
+    backend.preload()
+    assert started.wait(5)  # the background load is under way
+    threading.Timer(0.2, release.set).start()
+    encoder = backend.encoder  # waits for the background load
+    for thread in threading.enumerate():
+        if thread.name == "calib-encoder-load":
+            thread.join(5)
+    assert len(built) == 1 and encoder is built[0]
+    backend.preload()  # already loaded: nothing more
+    assert len(built) == 1
+
+
+def test_a_failed_preload_surfaces_as_the_usual_error_on_use(tmp_path):
+    backend = EmbeddingSimilarity(model=str(tmp_path / "missing"))
+    backend.preload()
+    with pytest.raises(CalibError, match="cannot load sentence-transformers model"):
+        _ = backend.encoder
+
+
 @pytest.fixture(scope="module")
 def tiny_cross_encoder(tmp_path_factory):
     """A randomly initialised 3-label BERT cross-encoder with its own word-level vocabulary, saved to disk."""

@@ -266,6 +266,12 @@ def make_bundle(
     )
 
 
+def _reads_semantic(estimators: dict[str, Any], names: Sequence[str]) -> bool:
+    from calib.estimators import Need
+
+    return any(set(estimators[n].needs) & {Need.SEMANTIC, Need.DECODE} for n in names)
+
+
 def run_estimate(
     store: ArtifactStore,
     estimators: dict[str, Any],
@@ -278,6 +284,8 @@ def run_estimate(
     results, computed, timings = {}, [], {}
     missing = [n for n in estimators if not store.has("estimate", keys[n])]
     bundle = bundle_factory() if missing else None
+    if bundle is not None and hasattr(bundle.semantic, "preload") and _reads_semantic(estimators, missing):
+        bundle.semantic.preload()  # the encoder loads while the first estimators run the LM
     for name in progress_bar(missing, "estimate", enabled=progress and bool(missing), unit="estimator"):
         started = time.perf_counter()
         result = estimators[name](bundle)

@@ -6,7 +6,9 @@ whole batch of questions is encoded once, so repeated short answers (the common 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,22 +53,44 @@ class EmbeddingSimilarity:
         self.device = device
         self.batch_size = batch_size
         self._encoder = encoder
+        self._loading = threading.Lock()
+
+    def preload(self) -> None:
+        """Load the encoder in a background thread while the caller goes on: importing torch and
+        sentence-transformers takes 5-10 s of mostly Python, which overlaps with the LM's compiled work."""
+        if self._encoder is None:
+            threading.Thread(
+                target=self._preload, name="calib-encoder-load"
+            ).start()  # not a daemon: exit waits
+
+    def _preload(self) -> None:
+        with contextlib.suppress(
+            Exception
+        ):  # the next use of `encoder` raises it again, with its clear message
+            self._loaded()
 
     @property
     def encoder(self) -> Any:
-        """The SentenceTransformer, loaded on first use (offline)."""
-        if self._encoder is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
+        """The SentenceTransformer, loaded on first use (offline); one load even with `preload` running."""
+        return self._loaded()
 
-            path = self.model or default_model_path()
-            try:
-                self._encoder = SentenceTransformer(path, device=self.device)
-            except OSError as err:
-                raise CalibError(
-                    f"embedding backend: cannot load sentence-transformers model {path!r}: {err}"
-                ) from err
+    def _loaded(self) -> Any:
+        with self._loading:
+            if self._encoder is None:
+                self._encoder = self._load()
         return self._encoder
+
+    def _load(self) -> Any:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        path = self.model or default_model_path()
+        try:
+            return SentenceTransformer(path, device=self.device)
+        except OSError as err:
+            raise CalibError(
+                f"embedding backend: cannot load sentence-transformers model {path!r}: {err}"
+            ) from err
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-norm float32 embeddings [n, D] of the given texts, each distinct text encoded once."""
