@@ -26,7 +26,12 @@ OVERRIDES = [
 
 
 def shards_on_disk(artifacts: Path) -> list[Path]:
-    return [p for p in artifacts.glob("generate/*/shards/*") if (p / "pass0" / "texts.json").is_file()]
+    """Finished shards; a shard still being written lives under a hidden temp name (pathlib's glob matches those)."""
+    return [
+        p
+        for p in artifacts.glob("generate/*/shards/*")
+        if not p.name.startswith(".") and (p / "pass0" / "texts.json").is_file()
+    ]
 
 
 def test_killed_run_resumes_to_identical_results(tmp_path):
