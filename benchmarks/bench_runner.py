@@ -170,20 +170,22 @@ def main() -> None:
     print(
         f"target >= {TARGET_SPEEDUP:.0f}x faster than 538 s: {verdict} ({REFERENCE_SECONDS / best:.1f}x, warm)"
     )
-    out = ROOT / "benchmarks" / "results" / "bench_runner.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "workload": vars(args),
-                "reference_seconds": REFERENCE_SECONDS,
-                "calib": rows,
-                "lm_polygraph": polygraph or "skipped (not installed)",
-                "load_average": os.getloadavg(),
-            },
-            indent=1,
-        )
+    write_results(
+        "bench_runner.json",
+        {
+            "workload": vars(args),
+            "reference_seconds": REFERENCE_SECONDS,
+            "calib": rows,
+            "lm_polygraph": polygraph or "skipped (not installed)",
+        },
     )
+
+
+def write_results(name: str, results: dict) -> None:
+    """benchmarks/results/<name>, with the load average the numbers were measured under."""
+    out = ROOT / "benchmarks" / "results" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**results, "load_average": os.getloadavg()}, indent=1))
     print(f"JSON: {out}")
 
 

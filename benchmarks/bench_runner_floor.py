@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench_decode import matmul_gflops
-from bench_runner import REFERENCE_SECONDS, ROOT, TARGET_SPEEDUP
+from bench_runner import REFERENCE_SECONDS, TARGET_SPEEDUP, write_results
 
 IMPORTS = "import jax, flax.nnx, hydra, transformers, torch, sentence_transformers, matplotlib.pyplot, pyarrow, sklearn"
 
@@ -164,30 +164,24 @@ def main() -> None:
     print(
         f"floor {floor:.1f} s; target {target:.1f} s (538 s / {TARGET_SPEEDUP:.0f}); calib took {manifest['seconds']:.1f} s here"
     )
-    out = ROOT / "benchmarks" / "results" / "bench_runner_floor.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "lm_positions": work.lm.positions,
-                "lm_logit_positions": work.lm_logits,
-                "lm_tflop": lm_flops / 1e12,
-                "encoder_texts": work.encoder_texts,
-                "encoder_tokens": work.encoder_tokens,
-                "encoder_tflop": encoder_flops / 1e12,
-                "jax_matmul_gflops": jax_rate,
-                "torch_matmul_gflops": torch_rate,
-                "import_seconds": imports,
-                "floor_seconds": floor,
-                "target_seconds": target,
-                "calib_seconds": manifest["seconds"],
-                "calib_stages": {k: v.get("seconds") for k, v in manifest["stages"].items()},
-                "load_average": os.getloadavg(),
-            },
-            indent=1,
-        )
+    write_results(
+        "bench_runner_floor.json",
+        {
+            "lm_positions": work.lm.positions,
+            "lm_logit_positions": work.lm_logits,
+            "lm_tflop": lm_flops / 1e12,
+            "encoder_texts": work.encoder_texts,
+            "encoder_tokens": work.encoder_tokens,
+            "encoder_tflop": encoder_flops / 1e12,
+            "jax_matmul_gflops": jax_rate,
+            "torch_matmul_gflops": torch_rate,
+            "import_seconds": imports,
+            "floor_seconds": floor,
+            "target_seconds": target,
+            "calib_seconds": manifest["seconds"],
+            "calib_stages": {k: v.get("seconds") for k, v in manifest["stages"].items()},
+        },
     )
-    print(f"JSON: {out}")
 
 
 if __name__ == "__main__":
