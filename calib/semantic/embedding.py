@@ -59,14 +59,12 @@ class EmbeddingSimilarity:
         """Load the encoder in a background thread while the caller goes on: importing torch and
         sentence-transformers takes 5-10 s of mostly Python, which overlaps with the LM's compiled work."""
         if self._encoder is None:
-            threading.Thread(
-                target=self._preload, name="calib-encoder-load"
-            ).start()  # not a daemon: exit waits
+            # not a daemon thread: an exit waits for the load rather than tearing down a half-done import
+            threading.Thread(target=self._preload, name="calib-encoder-load").start()
 
     def _preload(self) -> None:
-        with contextlib.suppress(
-            Exception
-        ):  # the next use of `encoder` raises it again, with its clear message
+        # a failure is raised again, with its clear message, by the next use of `encoder`
+        with contextlib.suppress(Exception):
             self._loaded()
 
     @property
