@@ -2,9 +2,10 @@
 machine's own measured matmul rate, plus the imports every run pays.
 
 calib runs the workload in this process with every model call counted:
-- the LM (SmolLM2-135M, JAX): each distinct token position once (prompts and answers in a prefix tree, so shared
-  prefixes and the prompt shared by a question's samples count once), 2 x block weights per position, plus the LM
-  head (2 x vocab x width) where logits are needed: every generated token and every scored continuation token;
+- the LM (SmolLM2-135M, JAX): each distinct token position fed to it once (prompts and answers in a prefix tree, so
+  shared prefixes and the prompt shared by a question's samples count once; an answer's last token is never fed),
+  2 x block weights per position, plus the LM head (2 x vocab x width) where logits are needed: every generated
+  token and every scored continuation token;
 - the sentence encoder (all-MiniLM-L6-v2, torch): each distinct text's tokens, 2 x the encoder's layer weights;
 - attention over the context, norms, sampling and everything else count as free.
 
@@ -68,14 +69,14 @@ class Work:
             for prompt, rows in zip(prompts, gens.token_ids):
                 ids = lm.encode(prompt)
                 for row in rows:
-                    self.lm.add([*ids, *row])
+                    self.lm.add([*ids, *row[:-1]])  # the last token is sampled, never fed back
                     self.lm_logits += len(row)
             return gens
 
         def counted_score(lm, prompts, continuations, **kwargs):
             for prompt, cont in zip(prompts, continuations):
                 cont_ids = lm.tokenizer(cont, add_special_tokens=False)["input_ids"]
-                self.lm.add([*lm.encode(prompt), *cont_ids])
+                self.lm.add([*lm.encode(prompt), *cont_ids[:-1]])  # the last token is scored, not fed
                 self.lm_logits += len(cont_ids)
             return score(lm, prompts, continuations, **kwargs)
 
