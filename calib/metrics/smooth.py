@@ -4,8 +4,8 @@ smECE_σ = ∫_0^1 |(1/n) Σ_i K_σ(t, f_i)(f_i - y_i)| dt with the reflected Ga
 K_σ(t, f) = Σ_k [φ_σ(t - f - 2k) + φ_σ(t + f - 2k)], which keeps all kernel mass inside [0, 1]. The default
 bandwidth σ* is the fixed point smECE_σ(σ) = σ, a root of the decreasing gap(σ) = smECE_σ - σ, found by the
 Illinois variant of regula falsi: it keeps a bracket like bisection but stops after 1-9 steps (median 4 on 300 mixed
-inputs) instead of 20, and each step is an FFT (the bootstrap runs thousands). This is the estimator of relplot's `smECE`; like relplot the
-bandwidth is floored at 1e-3.
+inputs) instead of 20, and each step is an FFT (the bootstrap runs thousands). This is the estimator of relplot's
+`smECE`; like relplot the bandwidth is floored at 1e-3.
 
 Computation: the residuals are spread onto a grid of G = 2049 points by linear interpolation (as relplot
 does), reflected into an even function on a circle of length 2, and convolved by FFT with the periodic Gaussian,
