@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run demo test test-fast lint bench figures paper clean
+.PHONY: setup run demo test test-fast fuzz lint bench figures paper clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,9 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not weights and not slow"
+
+fuzz: setup
+	CALIB_FUZZ=1 $(PY) -m pytest -q -n 2 -m fuzz
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check calib tests benchmarks

@@ -34,3 +34,16 @@ def _hydra_must_not_reconfigure_logging():
     logging.config.dictConfig = lambda config: None
     yield
     logging.config.dictConfig = original
+
+
+# Loader fuzz tests (`@pytest.mark.fuzz` + hypothesis @given without max_examples): a few hundred examples each in
+# `make test`; `make fuzz` (CALIB_FUZZ=1) runs 10,000 per test.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "calib-test", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "calib-fuzz", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("calib-fuzz" if os.environ.get("CALIB_FUZZ") else "calib-test")
