@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -10,6 +11,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from calib.errors import CalibError
 
 
 def cache_root() -> Path:
@@ -26,33 +29,101 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a whole file or nothing: temp name in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError while writing `path` (read-only folder, full disk or quota, a file where a folder should be)
+    into the one line a user can act on: `cannot write <path>: <reason>`."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        yield
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        raise CalibError(f"cannot write {path}: {reason}") from err
+
+
+def check_writable(folder: str | os.PathLike, hint: str) -> None:
+    """Fail now, in one line, if folder could not be created or written (read-only mount, quota, a file in the
+    way), rather than after the model has loaded or a stage has run. Creates nothing: a probe file is made and
+    removed in the folder, or in its nearest existing ancestor when the folder does not exist yet."""
+    folder = Path(folder).expanduser()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file, not a folder")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".calib-write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        raise CalibError(f"cannot write {folder}: {reason}; {hint}") from err
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename or a new entry in `path` durable (a crash after the rename must not publish empty files)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and folder under root, files first, so their contents reach the disk before a rename."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(folder)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a whole file or nothing: temp name in the same folder, fsync, rename, fsync the folder."""
+    path = Path(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+LOST_RACE = (errno.ENOTEMPTY, errno.EEXIST)
 
 
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """Build a folder under a temp name and rename it into place only if the block succeeds."""
+    """Build a folder under a temp name and rename it into place only if the block succeeds.
+
+    Its files are fsynced before the rename and the parent after it, so a machine crash leaves the folder whole or
+    absent. When another process published the same folder first, theirs is kept and ours discarded (same key,
+    same contents)."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    with writing(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
-        yield tmp
-        if final.exists():  # another process won the race; keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.rename(tmp, final)
+        with writing(final):
+            yield tmp
+            fsync_tree(tmp)
+            try:
+                os.rename(tmp, final)
+            except OSError as err:
+                if err.errno not in LOST_RACE or not final.exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another writer won the race; keep theirs
+            fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,13 +6,15 @@
     calib list                     what can be named: models, tasks, estimators, metrics, config options
     calib feedback record|refit|show|export|transform  the recalibration feedback loop (docs/recalibration.md)
 
-User errors (unknown group option or key, wrong type, bad value, missing file) end with one line on stderr and
-exit code 2, before anything is written to the artifact store.
+User errors (unknown group option or key, wrong type, bad value, missing file, a folder that cannot be written)
+end with one line on stderr and exit code 2, before anything is written to the artifact store; Ctrl-C ends with one
+line and exit code 130, and rerunning the same command resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import shutil
@@ -22,6 +24,7 @@ from pathlib import Path
 from calib.errors import CalibError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 # ---- one-line messages for configuration errors ------------------------------------------------------------------
@@ -85,7 +88,21 @@ def one_line(err: BaseException) -> str | None:
             if override:
                 return unknown_key_message(override.group(1))
             return _flatten(text)
+    if isinstance(err, OSError):  # after Hydra's: its MissingConfigException is an OSError too
+        return os_error_line(err)
     return None
+
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def os_error_line(err: OSError) -> str:
+    """An OSError that reached the CLI (a folder Hydra could not create, a file that could not be opened) in one
+    line: what, where, why. Writes inside calib already say `cannot write <path>: <reason>`."""
+    where = err.filename if err.filename is not None else "a file"
+    reason = err.strerror or str(err) or type(err).__name__
+    verb = "write" if err.errno in WRITE_ERRNOS else "access"
+    return f"cannot {verb} {where}: {reason}"
 
 
 FREE_FORM = ("task.options", "task.grading", "estimators.params", "estimators.semantic_options")
@@ -228,9 +245,13 @@ def main(argv: list[str] | None = None) -> None:
 
             sys.exit(feedback_cli.main(argv[1:]))
         return _hydra(argv)
-    except CalibError as err:
-        print(f"calib: error: {err}", file=sys.stderr)
+    except (CalibError, OSError) as err:
+        print(f"calib: error: {one_line(err)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        # Every stage writes whole artifacts or none, so nothing needs cleaning up: the rerun resumes.
+        print("calib: interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

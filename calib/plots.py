@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from calib.cache import writing
 from calib.errors import CalibError
 from calib.metrics import aurc, auroc, ece, reliability_bins, validate
 from calib.metrics._ranking import topk_expected_sums
@@ -214,7 +215,8 @@ def save_figure(
     base = Path(path_without_ext)
     if base.suffix.lower() in {".png", ".pdf"}:
         base = base.with_suffix("")
-    base.parent.mkdir(parents=True, exist_ok=True)
+    with writing(base.parent):
+        base.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         final = base.parent / f"{base.name}.{fmt}"
@@ -222,9 +224,9 @@ def save_figure(
         # A fixed PDF creation date keeps regenerated figures byte-identical.
         metadata = {"CreationDate": None} if fmt == "pdf" else None
         try:
-            with matplotlib.rc_context(STYLE):
+            with writing(final), matplotlib.rc_context(STYLE):
                 fig.savefig(tmp, format=fmt, metadata=metadata)
-            os.replace(tmp, final)
+                os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
         written.append(final)

@@ -80,7 +80,8 @@ def prompts_per_batch(
     if fit < 1:
         raise CalibError(
             f"one prompt with {rows_per_prompt} samples needs {per_prompt / 2**20:.2f} MiB, over the memory budget of "
-            f"{budget / 2**20:.2f} MiB: lower num_samples or max_new_tokens, or raise memory_budget"
+            f"{budget / 2**20:.2f} MiB: lower decoding.num_samples or decoding.max_new_tokens, or pass a larger "
+            "memory_budget (bytes) to generate()"
         )
     power = 1
     while power * 2 <= fit:

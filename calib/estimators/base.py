@@ -27,15 +27,19 @@ class Need(Enum):
     GREEDY_TOKENS = (
         "greedy_tokens",
         "token log-probs and entropies of the greedy answer",
-        "keep token statistics",
+        "give the bundle greedy Generations with token_logprobs (calib.decode.generate records them)",
     )
     SAMPLES = ("samples", "K >= 2 sampled answers per question", "set decoding.num_samples to 2 or more")
     SAMPLE_TOKENS = (
         "sample_tokens",
         "token log-probs of the sampled answers",
-        "keep token statistics of samples",
+        "give the bundle sampled Generations with token_logprobs (calib.decode.generate records them)",
     )
-    HIDDEN = ("hidden", "final hidden states of the answers", "keep hidden states when decoding")
+    HIDDEN = (
+        "hidden",
+        "final hidden states of the answers",
+        "give the bundle Generations with hidden states (calib.decode.generate records them)",
+    )
     QUESTIONS = ("questions", "the task's question texts", "pass the task examples to the bundle")
     SEMANTIC = (
         "semantic",

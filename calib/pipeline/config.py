@@ -8,6 +8,7 @@ run touches the artifact store, and names the key and what it accepts in one lin
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -53,7 +54,7 @@ class DecodingConfig:
     min_p: float | None = None
     stop: list[str] = field(default_factory=lambda: ["\n"])
     seed: int = 0
-    shard_size: int = 32  # questions per generate call and per stored shard (does not change the results)
+    shard_size: int = 32  # questions per generate call and per stored shard (part of the generate key)
     revise_passes: int = 0  # R: ask the model to revise every answer R times (feeds the revision estimators)
     cue: str = (
         "self_check"  # what it is asked before each revision: wait, self_check, final_answer, budget_forcing
@@ -174,6 +175,31 @@ def to_run_config(cfg: DictConfig | RunConfig) -> RunConfig:
     return OmegaConf.to_object(merged)
 
 
+TEMPLATE_FIELDS = ("question", "context")  # what build_prompts passes to str.format
+
+
+def check_template(template: str) -> None:
+    """A raw prompt template may use {question} and {context} and nothing else (no attributes, indices or
+    positional fields): checked before the model loads rather than failing on the first question."""
+    import string
+
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        _fail("task.template", template, f"{err}; write a literal brace as {{{{ or }}}}")
+    for name in names:
+        if name not in TEMPLATE_FIELDS:
+            _fail(
+                "task.template", template, f"unknown field {{{name}}}: use {{question}} and {{context}} only"
+            )
+    if "question" not in names:
+        _fail("task.template", template, "a template must contain {question} (and may contain {context})")
+    try:
+        template.format(question="q", context="c")
+    except (ValueError, TypeError) as err:
+        _fail("task.template", template, f"{err}; use plain {{question}} and {{context}}")
+
+
 # ---- value checks -----------------------------------------------------------------------------------------------
 def _fail(key: str, value: Any, expected: str) -> None:
     raise CalibError(f"{key}={value!r} is not allowed: {expected}")
@@ -222,8 +248,8 @@ def validate(cfg: RunConfig) -> None:
     _choice("task.split", t.split, [None, "calibration", "test"])
     _choice("task.prompt_style", t.prompt_style, [None, "chat", "completion"])
     _positive("task.n_shots", t.n_shots, minimum=0, optional=True)
-    if t.template is not None and "{question}" not in t.template:
-        _fail("task.template", t.template, "a template must contain {question} (and may contain {context})")
+    if t.template is not None:
+        check_template(t.template)
 
     d = cfg.decoding
     _positive("decoding.num_samples", d.num_samples, minimum=0)
@@ -234,12 +260,17 @@ def validate(cfg: RunConfig) -> None:
     from calib.decode.revise import CUES
 
     _choice("decoding.cue", d.cue, sorted(CUES))
-    if d.temperature < 0:
-        _fail("decoding.temperature", d.temperature, "use a number >= 0 (0 samples greedily)")
+    if not (math.isfinite(d.temperature) and d.temperature >= 0):
+        _fail("decoding.temperature", d.temperature, "use a finite number >= 0 (0 samples greedily)")
     if d.top_p is not None and not 0 < d.top_p <= 1:
         _fail("decoding.top_p", d.top_p, "use a number in (0, 1] or null")
     if d.min_p is not None and not 0 <= d.min_p < 1:
         _fail("decoding.min_p", d.min_p, "use a number in [0, 1) or null")
+    for stop in d.stop:
+        if not isinstance(stop, str) or not stop:
+            _fail(
+                "decoding.stop", list(d.stop), "stop strings must be non-empty, e.g. ['\\n']; use [] for none"
+            )
 
     e = cfg.estimators
     known = list_estimators()

@@ -2,7 +2,8 @@
 killed run loses nothing.
 
 Each shard of `shard_size` prompts is one `generate` call (or one `revise` call when revise passes are asked for)
-with `prompt_index_offset` = the shard's first prompt, so its samples are exactly those of one big call, and the
+with `prompt_index_offset` = the shard's first prompt, so its samples are those of one big call (up to float
+rounding: batch composition changes matmul rounding by ~1e-6, which is why shard_size is part of the key), and the
 fixed shard size keeps compiled shapes repeating. A shard holds one folder per pass (pass0 = the answers, pass1..R =
 the revised ones), written whole under a temporary name and renamed (safetensors for the ragged token arrays, JSON
 for texts); the artifact's meta.json is written after the last shard, which marks it complete. A rerun after
@@ -33,7 +34,7 @@ RAGGED = ("token_ids", "token_logprobs", "sample_logprobs", "token_entropies", "
 
 @dataclass(frozen=True)
 class DecodingSpec:
-    """The decoding settings that determine the generated text (shard_size does not: sharding is exact)."""
+    """The decoding settings that determine the generated text (shard_size, also in the key, is passed apart)."""
 
     num_samples: int
     max_new_tokens: int
@@ -173,28 +174,27 @@ def run_generate(
     """Passes 0..R of generations for every prompt (greedy answer first when K >= 1), from the store or by
     generating the missing shards. Returns (passes, record) where record says what was reused and generated."""
     folder = store.path(STAGE, key)
-    if store.has(STAGE, key):
-        meta = store.meta(STAGE, key)
-        parts = [load_shard(folder / "shards" / name) for name in meta["shards"]]
-        record = {"cached": True, "generated_shards": 0, "reused_shards": len(parts)}
-        return _join(parts), record
     plan = shard_plan(len(prompts), shard_size)
+    cached = store.has(STAGE, key)
     started = time.perf_counter()
     parts, generated = [], 0
-    bar = progress_bar(plan, f"generate ({len(prompts)} questions)", enabled=progress, unit="shard")
+    bar = progress_bar(
+        plan, f"generate ({len(prompts)} questions)", enabled=progress and not cached, unit="shard"
+    )
     for start, stop in bar:
         target = shard_folder(folder, start, stop)
-        if _is_complete(target):
-            parts.append(load_shard(target))
-            continue
-        passes = generate_shard(lm, prompts[start:stop], spec, start)
-        with atomic_dir(target) as tmp:
-            for r, gens in enumerate(passes):
-                (tmp / f"pass{r}").mkdir()
-                save_generations(gens, tmp / f"pass{r}")
-            publish(tmp)
+        passes = _load_stored_shard(store, target, f"{STAGE}/{key}/shards/{target.name}")
+        if passes is None:
+            passes = generate_shard(lm, prompts[start:stop], spec, start)
+            with atomic_dir(target) as tmp:
+                for r, gens in enumerate(passes):
+                    (tmp / f"pass{r}").mkdir()
+                    save_generations(gens, tmp / f"pass{r}")
+                publish(tmp)
+            generated += 1
         parts.append(passes)
-        generated += 1
+    if cached and not generated:
+        return _join(parts), {"cached": True, "generated_shards": 0, "reused_shards": len(parts)}
     result = _join(parts)
     seconds = time.perf_counter() - started
     write_json(
@@ -214,6 +214,17 @@ def run_generate(
     if generated < len(plan):
         log.info("resumed generation: %d of %d shards were already on disk", len(plan) - generated, len(plan))
     return result, record
+
+
+def _load_stored_shard(store: ArtifactStore, shard: Path, label: str) -> list[Generations] | None:
+    """A finished shard's passes, or None when it is missing or damaged (then set aside, to be generated again)."""
+    if not _is_complete(shard):
+        return None
+    try:
+        return load_shard(shard)
+    except Exception as err:  # an empty or cut-short file left by a crash or a full disk
+        store.set_aside(shard, label, err)
+        return None
 
 
 def _join(parts: list[list[Generations]]) -> list[Generations]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calib.cache import atomic_write_text
+from calib.cache import atomic_write_text, writing
 from calib.pipeline.evaluate import METRICS, wide_table
 from calib.pipeline.store import publish, write_table
 
@@ -182,7 +182,8 @@ def write_report(
     skipped: dict[str, str],
 ) -> Path:
     """Write every output of the run into run_dir and return the path of report.md."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with writing(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
     write_table(run_dir / "results.parquet", results_table(grades, estimates))
     write_metrics(run_dir, metrics, metric_names, order, alpha)
     figure_files = (

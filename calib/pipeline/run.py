@@ -33,7 +33,7 @@ class RunResult:
 
 def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> RunResult:
     """Run (or resume) the whole job described by cfg and write its outputs into run_dir."""
-    from calib.cache import enable_compilation_cache
+    from calib.cache import check_writable, enable_compilation_cache
     from calib.decode.generate import encode_prompts
     from calib.estimators import available_needs
     from calib.models import load_model
@@ -41,6 +41,8 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     started = time.perf_counter()
     run_dir = Path(run_dir)
     validate(cfg)
+    check_writable(cfg.artifacts_dir, "set artifacts_dir=PATH (or $CALIB_ARTIFACTS_DIR) to a writable folder")
+    check_writable(run_dir, "set hydra.run.dir=PATH to a writable folder")
     enable_compilation_cache()  # sampler, scoring and bootstrap programs are compiled once per machine
     store = ArtifactStore(cfg.artifacts_dir)
     K = cfg.decoding.num_samples
@@ -56,6 +58,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     estimators, skipped = stages.resolve_estimators(cfg.estimators, needs)
     for name, why in skipped.items():
         log.info("skipping estimator %s: %s", name, why)
+    backend = stages.semantic_backend(cfg.estimators, estimators)  # an NLI model that cannot load fails now
     examples = stages.load_examples(cfg.task)
     log.info("task %s: %d questions", cfg.task.name, len(examples))
 
@@ -82,7 +85,8 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         "decoding": decoding,
     }
     gen_key = artifact_key(generation.STAGE, generation.VERSION, gen_inputs)
-    spec = generation.DecodingSpec(**{**decoding, "stop": tuple(decoding["stop"]), "style": style})
+    spec_fields = {k: v for k, v in decoding.items() if k != "shard_size"}
+    spec = generation.DecodingSpec(**{**spec_fields, "stop": tuple(decoding["stop"]), "style": style})
     passes, record = generation.run_generate(
         store, gen_key, gen_inputs, lm, prompts, spec, cfg.decoding.shard_size, cfg.progress
     )
@@ -106,7 +110,15 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         estimators,
         keys,
         lambda: stages.make_bundle(
-            lm, greedy, samples, examples, cfg.estimators, style, cfg.progress, passes=revise_passes
+            lm,
+            greedy,
+            samples,
+            examples,
+            cfg.estimators,
+            style,
+            cfg.progress,
+            passes=revise_passes,
+            backend=backend,
         ),
         cfg.progress,
     )
@@ -118,10 +130,9 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     eval_key = artifact_key(
         "evaluate", evaluate_stage.VERSION, {"grade": grade_key, "estimates": keys, "metrics": metric_inputs}
     )
-    if store.has("evaluate", eval_key):
-        metrics = pd.read_parquet(store.path("evaluate", eval_key) / "metrics.parquet")
-        cached = True
-    else:
+    metrics = store.load("evaluate", eval_key, lambda folder: pd.read_parquet(folder / "metrics.parquet"))
+    cached = metrics is not None
+    if metrics is None:
         metrics = evaluate_stage.evaluate(
             grades["correct"].to_numpy(),
             grades["open_ended"].to_numpy(),
@@ -135,7 +146,6 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
             lambda tmp: write_table(tmp / "metrics.parquet", metrics),
             {"inputs": metric_inputs},
         )
-        cached = False
     manifest["stages"]["evaluate"] = {"key": eval_key, "cached": cached, "seconds": time.perf_counter() - t}
 
     # report

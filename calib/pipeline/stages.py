@@ -134,8 +134,9 @@ def grade_table(examples: Sequence[Any], greedy, samples, grading: dict) -> pd.D
 def run_grade(
     store: ArtifactStore, key: str, examples, greedy, samples, grading: dict
 ) -> tuple[pd.DataFrame, dict]:
-    if store.has("grade", key):
-        return pd.read_parquet(store.path("grade", key) / "grades.parquet"), {"cached": True}
+    stored = store.load("grade", key, lambda folder: pd.read_parquet(folder / "grades.parquet"))
+    if stored is not None:
+        return stored, {"cached": True}
     started = time.perf_counter()
     table = grade_table(examples, greedy, samples, grading)
     store.put(
@@ -232,6 +233,19 @@ def model_calls(lm: Any, progress: bool) -> dict[str, Any]:
     return {"score_fn": score_fn, "generate_fn": generate_fn}
 
 
+def semantic_backend(cfg: EstimatorsConfig, estimators: dict[str, Any]) -> Any | None:
+    """The semantic backend, built and checked before anything is generated (bad options, an NLI model that cannot
+    be loaded), when an estimator reads it; None when none does or when it needs the LM's calls (judge)."""
+    from calib.semantic import get_backend
+
+    if cfg.semantic == "judge" or not _reads_semantic(estimators, list(estimators)):
+        return None
+    backend = get_backend(cfg.semantic, **dict(cfg.semantic_options))
+    if hasattr(backend, "check"):
+        backend.check()
+    return backend
+
+
 def make_bundle(
     lm: Any,
     greedy,
@@ -241,6 +255,7 @@ def make_bundle(
     style: str,
     progress: bool = False,
     passes: Sequence = (),
+    backend: Any = None,
 ):
     """A Bundle whose model calls go to `lm`; chat models get their template around every extra prompt."""
     from calib.estimators import Bundle
@@ -252,7 +267,8 @@ def make_bundle(
     if cfg.semantic == "judge":
         options.setdefault("score_fn", calls["score_fn"])
         options.setdefault("wrap_prompt", wrap)
-    backend = get_backend(cfg.semantic, **options)
+    if backend is None:
+        backend = get_backend(cfg.semantic, **options)
     return Bundle.from_model(
         lm,
         greedy,
@@ -282,7 +298,11 @@ def run_estimate(
     """{name: {"confidence", "raw"}} for every estimator, computing (with one shared bundle) only those whose
     artifact is missing."""
     results, computed, timings = {}, [], {}
-    missing = [n for n in estimators if not store.has("estimate", keys[n])]
+    for name in estimators:
+        stored = store.load("estimate", keys[name], lambda folder: read_arrays(folder / "result.safetensors"))
+        if stored is not None:
+            results[name] = stored
+    missing = [n for n in estimators if n not in results]
     bundle = bundle_factory() if missing else None
     if bundle is not None and hasattr(bundle.semantic, "preload") and _reads_semantic(estimators, missing):
         bundle.semantic.preload()  # the encoder loads while the first estimators run the LM
@@ -303,14 +323,18 @@ def run_estimate(
         computed.append(name)
         timings[name] = round(seconds, 3)
         log.debug("estimator %s: %.1f s", name, seconds)
-    for name in estimators:
-        results[name] = read_arrays(store.path("estimate", keys[name]) / "result.safetensors")
-    return results, {"cached": not computed, "computed": computed, "estimator_seconds": timings}
+        results[name] = arrays
+    return {name: results[name] for name in estimators}, {
+        "cached": not computed,
+        "computed": computed,
+        "estimator_seconds": timings,
+    }
 
 
 def decoding_inputs(decoding) -> dict:
-    """The decoding settings that determine the samples (shard_size excluded: sharding does not change them)."""
+    """The decoding settings that determine the samples. shard_size is one of them: a shard is one generate call,
+    and how prompts share a compiled batch changes float rounding (token log-probs by ~1e-6), so a store never
+    mixes shards of different sizes in one artifact."""
     values = asdict(decoding) if not isinstance(decoding, dict) else dict(decoding)
-    values.pop("shard_size", None)
     values["stop"] = list(values["stop"])
     return values

@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from calib.cache import atomic_dir, atomic_write_text
+from calib.cache import atomic_dir, atomic_write_text, writing
+from calib.errors import CalibError
+
+log = logging.getLogger("calib")
 
 META = "meta.json"
+QUARANTINE = "damaged"  # <root>/damaged/<stage>-<key>-<time>: artifacts that failed to load, set aside
 
 
 def canonical_json(value: Any) -> str:
@@ -66,12 +72,36 @@ class ArtifactStore:
     def meta(self, stage: str, key: str) -> dict:
         return json.loads((self.path(stage, key) / META).read_text())
 
+    def load(self, stage: str, key: str, read: Callable[[Path], Any]) -> Any | None:
+        """read(folder) of a stored artifact; None when there is none, or when it fails to load: a crash or a full
+        disk can leave a file empty or cut short. A damaged artifact is set aside (renamed under `damaged/`, with a
+        one-line warning naming it) so the caller recomputes it and no later run trips over it."""
+        if not self.has(stage, key):
+            return None
+        try:
+            return read(self.path(stage, key))
+        except Exception as err:  # any reader's error: the file is not what was written
+            self.set_aside(self.path(stage, key), f"{stage}/{key}", err)
+            return None
+
+    def set_aside(self, folder: Path, label: str, err: BaseException) -> Path:
+        """Move a damaged artifact (or shard) out of the way, keeping it for inspection, and warn in one line."""
+        target = self.root / QUARANTINE / f"{label.replace('/', '-')}-{time.strftime('%Y%m%dT%H%M%S')}"
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        with writing(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(folder, target)
+        log.warning(
+            "stored artifact %s could not be read (%s); moved to %s and recomputing", label, reason, target
+        )
+        return target
+
     def put(self, stage: str, key: str, write: Callable[[Path], None], meta: Mapping[str, Any]) -> Path:
         """Build the artifact with write(tmp_folder) and rename it into place with its meta.json; all or nothing."""
         final = self.path(stage, key)
         with atomic_dir(final) as tmp:
             write(tmp)
-            (tmp / META).write_text(canonical_json({"stage": stage, "key": key, **meta}))
+            (tmp / META).write_text(canonical_json({"stage": stage, "key": key, **meta}), encoding="utf-8")
             publish(tmp)
         return final
 
@@ -105,12 +135,16 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def write_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     """safetensors file of named numpy arrays (contiguous copies; bool stored as uint8)."""
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     tensors = {
         name: np.ascontiguousarray(a.astype(np.uint8) if a.dtype == bool else a) for name, a in arrays.items()
     }
-    save_file(tensors, str(path))
+    try:
+        save_file(tensors, str(path))
+    except SafetensorError as err:  # an OSError inside Rust (full disk, file size limit) arrives as this
+        raise CalibError(f"cannot write {path}: {err}") from err
 
 
 def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -127,8 +161,9 @@ def write_table(path: str | os.PathLike, table: Any) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
-        os.replace(tmp, path)
+        with writing(path):
+            pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -68,6 +68,10 @@ class NLIEquivalence:
             raise CalibError(f"nli backend: label_order {order} must name each of {LABELS} once")
         return order
 
+    def check(self) -> None:
+        """Load the cross-encoder now: a run checks its NLI model before it generates anything."""
+        _ = self.cross_encoder
+
     @property
     def cross_encoder(self) -> Any:
         if self._cross_encoder is None:
