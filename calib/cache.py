@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from calib.errors import CalibError
+from calib.errors import WriteError
 
 
 def cache_root() -> Path:
@@ -32,12 +32,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 @contextlib.contextmanager
 def writing(path: str | os.PathLike) -> Iterator[None]:
     """Turn an OSError while writing `path` (read-only folder, full disk or quota, a file where a folder should be)
-    into the one line a user can act on: `cannot write <path>: <reason>`."""
+    into the one line a user can act on: `cannot write <path>: <reason>`. Nested, the outermost path is named:
+    a file inside a folder being built reports the folder the user will look for, not its temporary name."""
     try:
         yield
+    except WriteError as err:
+        if err.path == str(path):
+            raise
+        raise WriteError(path, err.reason) from err
     except OSError as err:
-        reason = err.strerror or str(err) or type(err).__name__
-        raise CalibError(f"cannot write {path}: {reason}") from err
+        raise WriteError(path, err.strerror or str(err) or type(err).__name__) from err
 
 
 def check_writable(folder: str | os.PathLike, hint: str) -> None:
@@ -55,8 +59,7 @@ def check_writable(folder: str | os.PathLike, hint: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        reason = err.strerror or str(err) or type(err).__name__
-        raise CalibError(f"cannot write {folder}: {reason}; {hint}") from err
+        raise WriteError(folder, f"{err.strerror or err}; {hint}") from err
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

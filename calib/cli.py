@@ -51,7 +51,7 @@ def _flatten(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def one_line(err: BaseException) -> str | None:
+def one_line(err: BaseException, unnamed: str = "a file") -> str | None:
     """The message a user should see for a configuration error, or None for anything else (a bug: traceback)."""
     from hydra.errors import HydraException
     from omegaconf.errors import (
@@ -89,17 +89,17 @@ def one_line(err: BaseException) -> str | None:
                 return unknown_key_message(override.group(1))
             return _flatten(text)
     if isinstance(err, OSError):  # after Hydra's: its MissingConfigException is an OSError too
-        return os_error_line(err)
+        return os_error_line(err, unnamed)
     return None
 
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
-def os_error_line(err: OSError) -> str:
+def os_error_line(err: OSError, unnamed: str = "a file") -> str:
     """An OSError that reached the CLI (a folder Hydra could not create, a file that could not be opened) in one
     line: what, where, why. Writes inside calib already say `cannot write <path>: <reason>`."""
-    where = err.filename if err.filename is not None else "a file"
+    where = err.filename if err.filename is not None else unnamed
     reason = err.strerror or str(err) or type(err).__name__
     verb = "write" if err.errno in WRITE_ERRNOS else "access"
     return f"cannot {verb} {where}: {reason}"
@@ -166,7 +166,8 @@ def _hydra(argv: list[str]) -> None:
     try:
         entry()
     except Exception as err:
-        message = one_line(err)
+        # an OSError naming no file here is Hydra writing its .hydra/ files; calib's own writes name theirs
+        message = one_line(err, unnamed="the run folder (hydra.run.dir)")
         if message is None or previous == "1":
             raise
         print(f"calib: error: {message}", file=sys.stderr)

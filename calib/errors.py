@@ -6,3 +6,12 @@ class CalibError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class WriteError(CalibError):
+    """A file or folder calib could not write (read-only mount, full disk or quota, a file in the way)."""
+
+    def __init__(self, path: object, reason: str):
+        self.path = str(path)
+        self.reason = " ".join(str(reason).split())
+        super().__init__(f"cannot write {self.path}: {self.reason}")

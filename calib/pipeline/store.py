@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from calib.cache import atomic_dir, atomic_write_text, writing
-from calib.errors import CalibError
+from calib.errors import WriteError
 
 log = logging.getLogger("calib")
 
@@ -144,7 +144,7 @@ def write_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> N
     try:
         save_file(tensors, str(path))
     except SafetensorError as err:  # an OSError inside Rust (full disk, file size limit) arrives as this
-        raise CalibError(f"cannot write {path}: {err}") from err
+        raise WriteError(path, str(err)) from err
 
 
 def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
