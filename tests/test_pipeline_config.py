@@ -41,6 +41,15 @@ def test_default_is_the_main_job():
     assert expected <= set(chosen)
 
 
+def test_the_schema_defaults_are_the_run_calib_does(monkeypatch):
+    """One source of defaults: `RunConfig()` in Python is the config `calib` composes with no overrides."""
+    monkeypatch.delenv("CALIB_ARTIFACTS_DIR", raising=False)
+    from omegaconf import OmegaConf
+
+    schema = OmegaConf.to_object(OmegaConf.structured(C.RunConfig()))  # resolves the artifacts_dir interpolation
+    assert dataclasses.asdict(schema) == dataclasses.asdict(C.compose())
+
+
 @pytest.mark.parametrize("group", ["model", "task", "decoding", "estimators", "metrics", "experiment"])
 def test_every_option_of_every_group_composes_and_validates(group):
     assert options(group), f"configs/{group}/ is empty"

@@ -1,7 +1,8 @@
 """Structured configs of a run (dataclasses registered in Hydra's ConfigStore) and the value checks Hydra can't do.
 
 Hydra composes `configs/config.yaml` with one option per group (model/, task/, decoding/, estimators/, metrics/,
-experiment/) on top of `RunConfig`, so a key that is not a field, or a value of the wrong type, fails while the
+experiment/) on top of `RunConfig`, whose defaults are those of the default composition (`RunConfig()` is the run
+`calib` does; a test holds them equal), so a key that is not a field, or a value of the wrong type, fails while the
 config is composed. `validate()` then checks values (ranges, names of tasks, estimators and metrics) before the
 run touches the artifact store, and names the key and what it accepts in one line.
 """
@@ -37,8 +38,10 @@ class TaskConfig:
     seed: int = 0
     split: str | None = None  # calibration | test | null (all questions)
     options: dict[str, Any] = field(default_factory=dict)  # passed to load_task (e.g. per_category, path)
-    prompt_style: str | None = None  # chat | completion | null (what the model expects)
-    n_shots: int | None = None  # demonstrations in the prompt (null: the style's default)
+    # Few-shot completion prompts, as the built-in suites use (configs/task/mixed.yaml says why); a task option may
+    # set prompt_style: null (the model's own format, e.g. its chat template) and n_shots: null (the style's default).
+    prompt_style: str | None = "completion"  # chat | completion | null (what the model expects)
+    n_shots: int | None = 3  # demonstrations in the prompt (null: the style's default)
     system: str | None = None  # system message for chat prompts
     template: str | None = None  # raw prompt, e.g. "Q: {question}\nA:" (no chat template, no instruction)
     grading: dict[str, Any] = field(default_factory=dict)  # options of calib.tasks.grade_detail
@@ -47,7 +50,7 @@ class TaskConfig:
 @dataclass
 class DecodingConfig:
     num_samples: int = 10  # K sampled answers per question besides the greedy one (0: greedy only)
-    max_new_tokens: int = 24
+    max_new_tokens: int = 16
     temperature: float = 1.0
     top_p: float | None = None
     top_k: int | None = None
