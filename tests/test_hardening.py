@@ -54,7 +54,10 @@ def test_an_artifacts_folder_under_a_regular_file_fails_in_one_line_before_the_m
     before = sha(blocker)
     code, err = cli(tmp_path, capsys, *SMALL, f"artifacts_dir={blocker / 'artifacts'}")
     assert code == 2 and len(err) == 1, err
-    assert err[0].startswith(f"calib: error: cannot write {blocker / 'artifacts'}: ") and "artifacts_dir" in err[0]
+    assert (
+        err[0].startswith(f"calib: error: cannot write {blocker / 'artifacts'}: ")
+        and "artifacts_dir" in err[0]
+    )
     assert sha(blocker) == before
     assert not (tmp_path / "run").exists()
 
@@ -115,7 +118,9 @@ def test_damaged_artifacts_are_set_aside_recomputed_and_the_results_unchanged(tm
     with caplog.at_level(logging.WARNING, logger="calib"):
         second = run(cfg, tmp_path / "second", print_summary=False)
     warnings = [r.getMessage() for r in caplog.records if "stored artifact" in r.getMessage()]
-    assert len(warnings) == 3 and all("could not be read" in w and "recomputing" in w for w in warnings), warnings
+    assert len(warnings) == 3 and all("could not be read" in w and "recomputing" in w for w in warnings), (
+        warnings
+    )
     assert second.manifest["stages"]["generate"]["generated_shards"] == 1
     assert second.manifest["stages"]["grade"]["cached"] is False
     assert second.manifest["stages"]["estimate"]["computed"] == [next(iter(stages["estimate"]["keys"]))]
@@ -174,5 +179,9 @@ def test_the_memory_message_names_settings_that_exist(tiny_llama):
     from calib.decode.planning import prompts_per_batch
 
     with pytest.raises(CalibError) as info:
-        prompts_per_batch(tiny_llama.config, 4, 11, 256, 16, 5, 4, budget_bytes=1, max_rows=256, num_devices=1)
-    assert "decoding.num_samples" in str(info.value) and "memory_budget (bytes) to generate()" in str(info.value)
+        prompts_per_batch(
+            tiny_llama.config, 4, 11, 256, 16, 5, 4, budget_bytes=1, max_rows=256, num_devices=1
+        )
+    assert "decoding.num_samples" in str(info.value) and "memory_budget (bytes) to generate()" in str(
+        info.value
+    )

@@ -46,7 +46,9 @@ def test_the_schema_defaults_are_the_run_calib_does(monkeypatch):
     monkeypatch.delenv("CALIB_ARTIFACTS_DIR", raising=False)
     from omegaconf import OmegaConf
 
-    schema = OmegaConf.to_object(OmegaConf.structured(C.RunConfig()))  # resolves the artifacts_dir interpolation
+    schema = OmegaConf.to_object(
+        OmegaConf.structured(C.RunConfig())
+    )  # resolves the artifacts_dir interpolation
     assert dataclasses.asdict(schema) == dataclasses.asdict(C.compose())
 
 

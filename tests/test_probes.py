@@ -91,7 +91,9 @@ def test_probe_read_only_artifacts_folder(tmp_path):
     store = tmp_path / "readonly"
     store.mkdir()
     script = f'mount -t tmpfs -o ro tmpfs "{store}" && exec "$@"'
-    outcome = calib(tmp_path, *SMALL, f"artifacts_dir={store}", prefix=["unshare", "-m", "sh", "-c", script, "sh"])
+    outcome = calib(
+        tmp_path, *SMALL, f"artifacts_dir={store}", prefix=["unshare", "-m", "sh", "-c", script, "sh"]
+    )
     assert_one_clear_line(outcome, f"calib: error: cannot write {store}: Read-only file system")
 
 

@@ -174,8 +174,10 @@ def run_generate(
     """Passes 0..R of generations for every prompt (greedy answer first when K >= 1), from the store or by
     generating the missing shards. Returns (passes, record) where record says what was reused and generated."""
     folder = store.path(STAGE, key)
-    plan = shard_plan(len(prompts), shard_size)
     cached = store.has(STAGE, key)
+    plan = stored_plan(store, key) if cached else None  # readable without the prompts (load_run, tests)
+    if plan is None:
+        cached, plan = False, shard_plan(len(prompts), shard_size)
     started = time.perf_counter()
     parts, generated = [], 0
     bar = progress_bar(
@@ -214,6 +216,15 @@ def run_generate(
     if generated < len(plan):
         log.info("resumed generation: %d of %d shards were already on disk", len(plan) - generated, len(plan))
     return result, record
+
+
+def stored_plan(store: ArtifactStore, key: str) -> list[tuple[int, int]] | None:
+    """The (start, stop) of every shard a finished generation artifact lists; None if its meta.json is unreadable."""
+    try:
+        names = store.meta(STAGE, key)["shards"]
+        return [(int(a), int(b)) for a, b in (name.split("-") for name in names)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _load_stored_shard(store: ArtifactStore, shard: Path, label: str) -> list[Generations] | None:

@@ -86,7 +86,11 @@ class ArtifactStore:
 
     def set_aside(self, folder: Path, label: str, err: BaseException) -> Path:
         """Move a damaged artifact (or shard) out of the way, keeping it for inspection, and warn in one line."""
-        target = self.root / QUARANTINE / f"{label.replace('/', '-')}-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(3).hex()}"
+        target = (
+            self.root
+            / QUARANTINE
+            / f"{label.replace('/', '-')}-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(3).hex()}"
+        )
         reason = " ".join(str(err).split())[:200] or type(err).__name__
         with writing(target):
             target.parent.mkdir(parents=True, exist_ok=True)
