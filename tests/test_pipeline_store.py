@@ -12,16 +12,20 @@ from calib.pipeline.store import ArtifactStore, artifact_key, canonical_json, re
 
 def test_key_is_stable_and_changes_with_every_input():
     inputs = {"model": "abc", "decoding": {"num_samples": 10, "temperature": 1.0}, "prompts": "h1"}
-    key = artifact_key("generate", 1, inputs)
-    assert key == artifact_key("generate", 1, json.loads(json.dumps(inputs)))  # same values, fresh objects
-    assert key == artifact_key("generate", 1, dict(reversed(list(inputs.items()))))  # key order is irrelevant
+    key = artifact_key("generate", "code1", inputs)
+    assert key == artifact_key(
+        "generate", "code1", json.loads(json.dumps(inputs))
+    )  # same values, fresh objects
+    assert key == artifact_key(
+        "generate", "code1", dict(reversed(list(inputs.items())))
+    )  # key order is irrelevant
     assert len(key) == 20 and int(key, 16) >= 0
     changed = [
-        artifact_key("generate", 2, inputs),  # code version
-        artifact_key("grade", 1, inputs),  # stage
-        artifact_key("generate", 1, {**inputs, "model": "abd"}),
-        artifact_key("generate", 1, {**inputs, "decoding": {"num_samples": 11, "temperature": 1.0}}),
-        artifact_key("generate", 1, {**inputs, "decoding": {"num_samples": 10, "temperature": 0.7}}),
+        artifact_key("generate", "code2", inputs),  # code fingerprint
+        artifact_key("grade", "code1", inputs),  # stage
+        artifact_key("generate", "code1", {**inputs, "model": "abd"}),
+        artifact_key("generate", "code1", {**inputs, "decoding": {"num_samples": 11, "temperature": 1.0}}),
+        artifact_key("generate", "code1", {**inputs, "decoding": {"num_samples": 10, "temperature": 0.7}}),
     ]
     assert len({key, *changed}) == 1 + len(changed)
 

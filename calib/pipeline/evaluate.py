@@ -21,7 +21,7 @@ from calib.progress import progress_bar
 
 log = logging.getLogger("calib")
 
-VERSION = 1
+CODE_MODULES = ("calib.metrics", "calib.pipeline.evaluate")  # what the evaluate key's code fingerprint covers
 
 
 @dataclass(frozen=True)

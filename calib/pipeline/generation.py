@@ -28,7 +28,9 @@ from calib.progress import progress_bar
 log = logging.getLogger("calib")
 
 STAGE = "generate"
-VERSION = 2  # bump when the stored layout or what a shard contains changes
+# What a stored generation depends on besides its inputs: the models, the decoding code, prompt building and the
+# shard layout written here (code fingerprint, calib.pipeline.fingerprint).
+CODE_MODULES = ("calib.models", "calib.decode", "calib.tasks.prompts", "calib.pipeline.generation")
 RAGGED = ("token_ids", "token_logprobs", "sample_logprobs", "token_entropies", "top_ids", "top_logprobs")
 
 

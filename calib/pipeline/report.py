@@ -20,6 +20,8 @@ from calib.cache import atomic_write_text, writing
 from calib.pipeline.evaluate import METRICS, wide_table
 from calib.pipeline.store import publish, write_table
 
+CODE_MODULES = ("calib.pipeline.report", "calib.plots")  # what the report's code fingerprint covers
+
 
 def results_table(grades: pd.DataFrame, estimates: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     """Long per-question table joining the grades with every estimator's confidence and raw score."""
@@ -212,23 +214,42 @@ def write_report(
         parts.append(
             "## Skipped estimators\n\n" + "\n".join(f"- `{n}`: {why}" for n, why in sorted(skipped.items()))
         )
-    stage_rows = ["| stage | key | reused | seconds |", "|---|---|---|---:|"]
-    for stage, info in manifest["stages"].items():
-        stage_rows.append(
-            f"| {stage} | `{info.get('key', '-')}` | {'yes' if info.get('cached') else 'no'} | {info.get('seconds', 0):.1f} |"
-        )
-    parts.append(
-        "## Provenance\n\nArtifacts: `"
-        + manifest["artifacts_dir"]
-        + "` (reused when the key matches).\n\n"
-        + "\n".join(stage_rows)
-    )
+    parts.append(provenance(manifest))
     parts.append("## Config\n\n```yaml\n" + config_yaml.rstrip() + "\n```")
     path = run_dir / "report.md"
     atomic_write_text(path, "\n\n".join(parts) + "\n")
     for name in ("metrics.csv", "metrics.md", "report.md"):
         publish(run_dir / name)
     return path
+
+
+def provenance(manifest: dict) -> str:
+    """Each stage's key, code fingerprint, reuse and time, each estimator's code, and the library versions: what a
+    reader needs to tell whether two reports came from the same code."""
+    rows = ["| stage | key | code | reused | seconds |", "|---|---|---|---|---:|"]
+    for stage, info in manifest["stages"].items():
+        code = info.get("code", "-")
+        code = f"`{code}`" if isinstance(code, str) else "per estimator (below)"
+        reused = "yes" if info.get("cached") else "no"
+        rows.append(
+            f"| {stage} | `{info.get('key', '-')}` | {code} | {reused} | {info.get('seconds', 0):.1f} |"
+        )
+    estimates = manifest["stages"].get("estimate", {})
+    per_estimator = [
+        f"| {name} | `{estimates['keys'][name]}` | `{code}` | {'no' if name in estimates.get('computed', ()) else 'yes'} |"
+        for name, code in sorted(estimates.get("code", {}).items())
+    ]
+    libraries = ", ".join(f"{k} {v}" for k, v in manifest.get("libraries", {}).items() if v)
+    return "\n\n".join(
+        [
+            "## Provenance",
+            f"Artifacts: `{manifest['artifacts_dir']}` (reused when the key matches; a key hashes the stage's inputs "
+            "and the fingerprint of its code, so edited code is recomputed).",
+            "\n".join(rows),
+            "\n".join(["| estimator | key | code | reused |", "|---|---|---|---|", *per_estimator]),
+            f"Libraries: {libraries}.",
+        ]
+    )
 
 
 def print_table(metrics: pd.DataFrame, show: Sequence[str], order: Sequence[str], title: str) -> None:

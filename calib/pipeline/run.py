@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from calib.pipeline import evaluate as evaluate_stage
 from calib.pipeline import generation, report, stages
 from calib.pipeline.config import RunConfig, validate
+from calib.pipeline.fingerprint import library_versions, stage_fingerprint
 from calib.pipeline.store import ArtifactStore, artifact_key, write_json, write_table
 
 log = logging.getLogger("calib")
@@ -71,7 +72,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         lm, prompts, (R + 1) * cfg.decoding.max_new_tokens
     )  # a prompt too long for the context fails now
     task_hash = stages.task_fingerprint(examples)
-    manifest = {"artifacts_dir": str(store.root), "stages": {}}
+    manifest = {"artifacts_dir": str(store.root), "libraries": library_versions(), "stages": {}}
 
     # generate
     t = time.perf_counter()
@@ -84,27 +85,43 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         "questions": len(prompts),
         "decoding": decoding,
     }
-    gen_key = artifact_key(generation.STAGE, generation.VERSION, gen_inputs)
+    code = {"generate": stage_fingerprint(modules=generation.CODE_MODULES)}
+    gen_key = artifact_key(generation.STAGE, code["generate"], gen_inputs)
     spec_fields = {k: v for k, v in decoding.items() if k != "shard_size"}
     spec = generation.DecodingSpec(**{**spec_fields, "stop": tuple(decoding["stop"]), "style": style})
     passes, record = generation.run_generate(
         store, gen_key, gen_inputs, lm, prompts, spec, cfg.decoding.shard_size, cfg.progress
     )
     greedy, samples, revise_passes = generation.split_passes(passes, K)
-    manifest["stages"]["generate"] = {"key": gen_key, **record, "seconds": time.perf_counter() - t}
+    manifest["stages"]["generate"] = {
+        "key": gen_key,
+        "code": code["generate"],
+        **record,
+        "seconds": time.perf_counter() - t,
+    }
 
     # grade
     t = time.perf_counter()
     grading = dict(cfg.task.grading)
     grade_key = stages.grade_key(gen_key, task_hash, grading)
     grades, record = stages.run_grade(store, grade_key, examples, greedy, samples, grading)
-    manifest["stages"]["grade"] = {"key": grade_key, **record, "seconds": time.perf_counter() - t}
+    code["grade"] = stages.grade_code()
+    manifest["stages"]["grade"] = {
+        "key": grade_key,
+        "code": code["grade"],
+        **record,
+        "seconds": time.perf_counter() - t,
+    }
     log.info("greedy accuracy %.3f on %d questions", grades["correct"].mean(), len(grades))
 
     # estimate
     t = time.perf_counter()
     base = {"generate": gen_key, "task": task_hash, "prompt_style": style}
-    keys = {name: stages.estimator_key(name, est, base, cfg.estimators) for name, est in estimators.items()}
+    code["estimate"] = {name: stages.estimator_code(est) for name, est in estimators.items()}
+    keys = {
+        name: stages.estimator_key(name, est, base, cfg.estimators, code["estimate"][name])
+        for name, est in estimators.items()
+    }
     estimates, record = stages.run_estimate(
         store,
         estimators,
@@ -122,13 +139,19 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         ),
         cfg.progress,
     )
-    manifest["stages"]["estimate"] = {"keys": keys, **record, "seconds": time.perf_counter() - t}
+    manifest["stages"]["estimate"] = {
+        "keys": keys,
+        "code": code["estimate"],
+        **record,
+        "seconds": time.perf_counter() - t,
+    }
 
     # evaluate
     t = time.perf_counter()
     metric_inputs = evaluate_stage.metrics_inputs(cfg.metrics)
+    code["evaluate"] = stage_fingerprint(modules=evaluate_stage.CODE_MODULES)
     eval_key = artifact_key(
-        "evaluate", evaluate_stage.VERSION, {"grade": grade_key, "estimates": keys, "metrics": metric_inputs}
+        "evaluate", code["evaluate"], {"grade": grade_key, "estimates": keys, "metrics": metric_inputs}
     )
     metrics = store.load("evaluate", eval_key, lambda folder: pd.read_parquet(folder / "metrics.parquet"))
     cached = metrics is not None
@@ -146,11 +169,17 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
             lambda tmp: write_table(tmp / "metrics.parquet", metrics),
             {"inputs": metric_inputs},
         )
-    manifest["stages"]["evaluate"] = {"key": eval_key, "cached": cached, "seconds": time.perf_counter() - t}
+    manifest["stages"]["evaluate"] = {
+        "key": eval_key,
+        "code": code["evaluate"],
+        "cached": cached,
+        "seconds": time.perf_counter() - t,
+    }
 
     # report
     t = time.perf_counter()
     order = report.order_estimators(metrics, cfg.metrics.names[0])
+    report_code = stage_fingerprint(modules=report.CODE_MODULES)
     manifest["summary"] = {
         "model": cfg.model.name,
         "task": cfg.task.name,
@@ -164,7 +193,8 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         "skipped_estimators": skipped,
     }
     manifest["stages"]["report"] = {
-        "key": artifact_key("report", 1, {"evaluate": eval_key, "report": asdict(cfg.report)}),
+        "key": artifact_key("report", report_code, {"evaluate": eval_key, "report": asdict(cfg.report)}),
+        "code": report_code,
         "cached": False,
     }
     config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))

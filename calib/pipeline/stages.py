@@ -1,5 +1,6 @@
 """The stages after loading a model: prompts, grade, estimate. Each stage's artifact key hashes its config, the keys
-of what it reads and its code version, so changing an estimator reruns only that estimator and never generation.
+of what it reads and a fingerprint of its code (calib.pipeline.fingerprint), so editing an estimator reruns only
+that estimator, and editing the grader reruns grade and what follows it, never generation.
 
 generate (calib.pipeline.generation) -> grade (greedy answers against every valid answer) -> estimate (one artifact
 per estimator) -> evaluate (calib.pipeline.evaluate) -> report (calib.pipeline.report).
@@ -18,6 +19,7 @@ import pandas as pd
 
 from calib.errors import CalibError
 from calib.pipeline.config import ALL, EstimatorsConfig, TaskConfig
+from calib.pipeline.fingerprint import stage_fingerprint
 from calib.pipeline.store import (
     ArtifactStore,
     artifact_key,
@@ -29,9 +31,6 @@ from calib.pipeline.store import (
 from calib.progress import progress_bar
 
 log = logging.getLogger("calib")
-
-GRADE_VERSION = 1
-ESTIMATE_VERSION = 1
 
 
 # ---- task and prompts -------------------------------------------------------------------------------------------
@@ -88,9 +87,14 @@ def build_prompts(examples: Sequence[Any], lm: Any, cfg: TaskConfig) -> list[str
 
 
 # ---- grade ------------------------------------------------------------------------------------------------------
+def grade_code() -> str:
+    """The grader's code: the tasks package (answer reading, normalisation, matching) and the grade table."""
+    return stage_fingerprint(modules=["calib.tasks"], objects=[grade_table])
+
+
 def grade_key(generate_key: str, task_hash: str, grading: dict) -> str:
     return artifact_key(
-        "grade", GRADE_VERSION, {"generate": generate_key, "task": task_hash, "grading": grading}
+        "grade", grade_code(), {"generate": generate_key, "task": task_hash, "grading": grading}
     )
 
 
@@ -179,7 +183,22 @@ def resolve_estimators(cfg: EstimatorsConfig, available: frozenset) -> tuple[dic
     return chosen, skipped
 
 
-def estimator_key(name: str, estimator: Any, base: dict, cfg: EstimatorsConfig) -> str:
+def estimator_code(estimator: Any) -> str:
+    """One estimator's code: its class followed by name (its formula, helpers, base classes), the bundle and how
+    the runner makes model calls, and the semantic backends when it reads them. Editing one estimator changes its
+    key only."""
+    from calib.estimators import Need
+
+    semantic = set(estimator.needs) & {Need.SEMANTIC, Need.DECODE}
+    return stage_fingerprint(
+        modules=["calib.estimators.bundle", *(["calib.semantic"] if semantic else [])],
+        objects=[type(estimator), model_calls, make_bundle],
+    )
+
+
+def estimator_key(
+    name: str, estimator: Any, base: dict, cfg: EstimatorsConfig, code: str | None = None
+) -> str:
     """Key of one estimator's result: what it reads (generations, questions, model, semantic backend if used)."""
     from calib.estimators import Need
 
@@ -188,7 +207,6 @@ def estimator_key(name: str, estimator: Any, base: dict, cfg: EstimatorsConfig) 
         **base,
         "estimator": name,
         "class": f"{type(estimator).__module__}.{type(estimator).__qualname__}",
-        "estimator_version": getattr(estimator, "version", None),
         "params": dict(cfg.params.get(name) or {}),
     }
     if needs & {Need.SEMANTIC, Need.DECODE}:
@@ -197,7 +215,7 @@ def estimator_key(name: str, estimator: Any, base: dict, cfg: EstimatorsConfig) 
             "options": dict(cfg.semantic_options),
             "clustering": cfg.clustering,
         }
-    return artifact_key("estimate", ESTIMATE_VERSION, inputs)
+    return artifact_key("estimate", code or estimator_code(estimator), inputs)
 
 
 SCORE_CHUNK = 256  # (prompt, continuation) pairs per scoring call: progress granularity, not a batch size

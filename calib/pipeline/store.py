@@ -1,7 +1,7 @@
 """The artifact store: every stage output lives under `<root>/<stage>/<key>/`, where the key hashes all its inputs.
 
-A key is the sha256 of canonical JSON of (stage, code version of the stage, inputs): the stage's own config, the
-keys of the artifacts it reads, the model weights' digest. Same inputs -> same key -> the stored result is reused;
+A key is the sha256 of canonical JSON of (stage, fingerprint of the stage's code, inputs): the stage's own config,
+the keys of the artifacts it reads, the model weights' digest. Same inputs -> same key -> the stored result is reused;
 any change -> a new key, so a stale result is never read. Each artifact folder is written under a temporary name
 and renamed into place whole (calib.cache.atomic_dir), so a process killed at any moment leaves either a complete
 artifact or none; `meta.json` inside records the inputs for provenance.
@@ -51,9 +51,10 @@ def content_hash(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
-def artifact_key(stage: str, version: int, inputs: Mapping[str, Any]) -> str:
-    """The 20-hex-digit key of a stage's artifact from its code version and everything that determines it."""
-    return content_hash({"stage": stage, "version": version, "inputs": dict(inputs)})[:20]
+def artifact_key(stage: str, code: str, inputs: Mapping[str, Any]) -> str:
+    """The 20-hex-digit key of a stage's artifact from its code fingerprint (calib.pipeline.fingerprint) and
+    everything else that determines it."""
+    return content_hash({"stage": stage, "code": code, "inputs": dict(inputs)})[:20]
 
 
 class ArtifactStore:
