@@ -30,7 +30,7 @@ from calib.progress import progress_bar
 
 log = logging.getLogger("calib")
 
-GRADE_VERSION = 1
+GRADE_VERSION = 2  # 2: answers read through lead-ins and negations, numbers as words, matched = the alias
 ESTIMATE_VERSION = 1
 
 
