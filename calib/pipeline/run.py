@@ -33,7 +33,6 @@ class RunResult:
 
 def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> RunResult:
     """Run (or resume) the whole job described by cfg and write its outputs into run_dir."""
-    from calib.cache import enable_compilation_cache
     from calib.decode.generate import encode_prompts
     from calib.estimators import available_needs
     from calib.models import load_model
@@ -41,7 +40,6 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     started = time.perf_counter()
     run_dir = Path(run_dir)
     validate(cfg)
-    enable_compilation_cache()  # sampler, scoring and bootstrap programs are compiled once per machine
     store = ArtifactStore(cfg.artifacts_dir)
     K = cfg.decoding.num_samples
     R = cfg.decoding.revise_passes
