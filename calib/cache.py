@@ -153,14 +153,41 @@ def file_digest(path: str | os.PathLike) -> str:
     return index[key]
 
 
-def enable_compilation_cache() -> None:
-    """Persistent JAX compilation cache so a second process does not recompile the sampler."""
+def enable_compilation_cache() -> Path | None:
+    """Persistent JAX compilation cache so a second process does not recompile the sampler. Called by entry points
+    (the CLI, studies, benchmarks), never by library functions; off when $CALIB_NO_COMPILATION_CACHE is set.
+    Returns the cache folder, or None when it was left off."""
+    if os.environ.get("CALIB_NO_COMPILATION_CACHE"):
+        return None
+    return _set_compilation_cache(cache_root() / "jax")
+
+
+def _set_compilation_cache(path: Path | None) -> Path | None:
     import jax
 
-    if os.environ.get("CALIB_NO_COMPILATION_CACHE"):
+    jax.config.update("jax_compilation_cache_dir", None if path is None else str(path))
+    if path is not None:
+        # every program: the evaluate stage compiles ~100 small bootstrap programs of ~0.3 s each (30 s per run)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def configure(*, compilation_cache: bool | str | os.PathLike | None = None) -> None:
+    """Process-wide settings a script or notebook opts into; calib's library functions change none of them.
+
+    compilation_cache: True keeps compiled JAX programs in calib's cache folder ($CALIB_CACHE_DIR or the user
+    cache dir, subfolder jax) so the next process skips compilation (tens of seconds per run); a path keeps them
+    there; False turns JAX's persistent cache off; None (the default) leaves JAX's settings as they are. Enabling
+    also caches every program however small (JAX's size and compile-time thresholds set to 0).
+    """
+    if compilation_cache is None:
         return
-    path = cache_root() / "jax"
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    # every program: the evaluate stage compiles ~100 small bootstrap programs of ~0.3 s each (30 s per run)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    if compilation_cache is True:
+        _set_compilation_cache(cache_root() / "jax")
+    elif compilation_cache is False:
+        _set_compilation_cache(None)
+    else:
+        path = Path(compilation_cache).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        _set_compilation_cache(path)

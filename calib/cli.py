@@ -131,9 +131,11 @@ def _remove_failed_run_dir(run_dir: Path) -> None:
 def _job(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from calib.cache import enable_compilation_cache
     from calib.pipeline.config import to_run_config
     from calib.pipeline.run import run
 
+    enable_compilation_cache()  # sampler, scoring and bootstrap programs are compiled once per machine
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(to_run_config(cfg), run_dir)
@@ -152,7 +154,8 @@ def _hydra(argv: list[str]) -> None:
 
     from calib.pipeline.config import config_dir, register_configs
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # HF_HUB_OFFLINE is the user's: built-in models, tasks and the embedder load from local folders without the hub,
+    # and hub tasks (task=triviaqa) need it unset or 0 to download
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # weight-loading bars of sentence-transformers
     previous = os.environ.get("HYDRA_FULL_ERROR")

@@ -8,6 +8,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
+from calib.cache import enable_compilation_cache
+
+# The test session is an entry point: like `calib`, it keeps compiled programs for the next run (calib's library
+# functions no longer switch the cache on themselves).
+enable_compilation_cache()
+
 
 @pytest.fixture(scope="session")
 def tiny_llama():

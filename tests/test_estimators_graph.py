@@ -185,3 +185,42 @@ def test_sentence_sar_and_sar_match_the_formula():
     sar = get_estimator("sar")(bundle)
     np.testing.assert_allclose(sar.raw, [_sentence_sar_reference(p_token, g)], rtol=1e-6)
     np.testing.assert_allclose(sar.confidence, 1 / (1 + np.exp(sar.raw)))
+
+
+def test_token_relevance_in_chunks_with_progress(monkeypatch, capsys):
+    """Long answers' relevance is computed in chunks of whole answers (a bar shows progress) and equals the
+    relevance computed in one call."""
+    import calib.estimators.bundle as bundle_module
+
+    class Recording(ExactMatch):
+        def __init__(self):
+            super().__init__()
+            self.calls: list[int] = []
+
+        def pair_similarity(self, first, second):
+            self.calls.append(len(first))
+            return super().pair_similarity(first, second)
+
+    texts = [["Paris France", "Paris.", "Lyon France Paris"], ["Lyon", "Paris . France", "France"]]
+    ids = [[[0, 2], [0, 1], [3, 2, 0]], [[3], [0, 1, 2], [2]]]
+    logprobs = [[[-1.0] * len(t) for t in row] for row in ids]
+    samples = generations_from(texts, logprobs=logprobs, token_ids=ids)
+    greedy = generations_from([["Paris"], ["Lyon"]], token_ids=[[[0]], [[3]]])
+
+    def relevance(chunk: int, progress: bool) -> list:
+        monkeypatch.setattr(bundle_module, "RELEVANCE_CHUNK", chunk)
+        backend = Recording()
+        bundle = Bundle(greedy, samples, [Example("q"), Example("q")], semantic=backend, decode_fn=_decode,
+                        progress=progress)  # fmt: skip
+        return bundle.sample_token_relevance, backend.calls
+
+    whole, whole_calls = relevance(10_000, progress=True)
+    chunked, chunked_calls = relevance(3, progress=True)
+    assert whole_calls == [12] and len(chunked_calls) > 1 and sum(chunked_calls) == 12
+    assert all(n in (1, 2, 3) for n in chunked_calls)  # answer boundaries: no answer split between calls
+    for row_w, row_c in zip(whole, chunked):
+        for w, c in zip(row_w, row_c):
+            np.testing.assert_array_equal(w, c)
+    assert "token relevance (12 pairs)" in capsys.readouterr().err
+    relevance(3, progress=False)
+    assert "token relevance" not in capsys.readouterr().err

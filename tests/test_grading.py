@@ -95,6 +95,110 @@ def test_numeric_tolerance_and_wrong_numbers():
     assert parse_number("3 boxes of 4, so 12", pick="last") == 12.0
 
 
+# ---- hard cases: what a reviewer reading the answer would decide -----------------------------------------------
+
+AT = Example("t/at", "What is the name of the symbol @ in email addresses?", ("at sign", "at symbol"))
+MOONS = Example("t/moon", "How many moons does the Earth have?", ("one",))
+PLANET = Example("t/earth", "Counting from the Sun, which planet is the Earth?", ("3rd",))
+HARD_CASES = [
+    # (example, answer, correct): disowned or hedged answers are wrong
+    (CANBERRA, "Canberra is wrong", 0),
+    (CANBERRA, "Sydney. Canberra is a common mistake", 0),
+    (CANBERRA, "Canberra is a common mistake", 0),
+    (CANBERRA, "Canberra is incorrect.", 0),
+    (CANBERRA, "Canberra is not the capital", 0),
+    (CANBERRA, "Canberra isn't the capital", 0),
+    (CANBERRA, "Canberra (wrong)", 0),
+    (CANBERRA, "not Canberra", 0),
+    (CANBERRA, "The capital is not Canberra", 0),
+    (CANBERRA, "Sydney is the capital, not Canberra", 0),
+    (CANBERRA, "The answer is Sydney, not Canberra", 0),
+    (CANBERRA, "Sydney or Canberra", 0),
+    (CANBERRA, "Canberra or Sydney", 0),
+    (CANBERRA, "Either Canberra or Sydney", 0),
+    (CANBERRA, "Canberra (or Sydney)", 0),
+    (CANBERRA, "Canberra/Sydney", 0),
+    (CANBERRA, "Canberra. Or maybe Sydney.", 0),
+    (CANBERRA, "Canberra. No, wait, Sydney.", 0),
+    (CANBERRA, "Canberra is a beautiful city", 0),  # says something about Canberra, answers nothing
+    (AT, "The at symbol is a common punctuation mark", 0),
+    # plain answers and the ways models phrase them stay right
+    (CANBERRA, "Canberra", 1),
+    (CANBERRA, "Canberra.", 1),
+    (CANBERRA, "**Canberra**", 1),
+    (CANBERRA, "The answer is: Canberra", 1),
+    (CANBERRA, "The answer is Canberra", 1),
+    (CANBERRA, "Answer: Canberra", 1),
+    (CANBERRA, "A: Canberra", 1),
+    (CANBERRA, "My final answer is Canberra.", 1),
+    (CANBERRA, "It's Canberra", 1),
+    (CANBERRA, "It is Canberra.", 1),
+    (CANBERRA, "I think it's Canberra.", 1),
+    (CANBERRA, "That would be Canberra.", 1),
+    (CANBERRA, "The capital is Canberra.", 1),
+    (CANBERRA, "The capital city of Australia is Canberra.", 1),
+    (CANBERRA, "Capital of Australia: Canberra", 1),
+    (CANBERRA, "Canberra is the answer", 1),
+    (CANBERRA, "Canberra is correct", 1),
+    (CANBERRA, "Canberra is a city in Australia", 1),
+    (CANBERRA, "Canberra, not Sydney", 1),
+    (CANBERRA, "Canberra (not Sydney)", 1),
+    (CANBERRA, "Canberra, but I'm not sure", 1),
+    (CANBERRA, "Canberra: the capital since 1913", 1),
+    (AT, "The at symbol", 1),
+    (AT, "It's known as the at sign.", 1),
+    # numbers across digits and words
+    (MOONS, "1", 1),
+    (MOONS, "One.", 1),
+    (MOONS, "The answer is one", 1),
+    (MOONS, "The answer is: one", 1),
+    (MOONS, "The answer is: 1", 1),
+    (MOONS, "2", 0),
+    (MOONS, "one or two", 0),
+    (PLANET, "third", 1),
+    (PLANET, "The third planet", 0),
+    (PLANET, "3", 0),  # a count is not a rank
+]
+
+
+@pytest.mark.parametrize(("ex", "answer", "correct"), HARD_CASES, ids=[a for _, a, _ in HARD_CASES])
+def test_hard_cases(ex, answer, correct):
+    assert grade(ex, answer) == correct
+
+
+def test_containment_does_not_accept_disowned_or_hedged_answers():
+    assert grade(CANBERRA, "Canberra, Australia", containment=True) == 1.0
+    assert grade(CANBERRA, "The capital is Canberra, Australia.", containment=True) == 1.0
+    for answer in ["Sydney. Canberra is a common mistake", "Sydney or Canberra", "not Canberra in the ACT"]:
+        assert grade(CANBERRA, answer, containment=True) == 0.0, answer
+
+
+def test_matched_is_the_alias_that_matched():
+    ex = Example("t/uk", "Capital of the UK?", ("London", "Londinium", "Greater London"))
+    detail = grade_detail(ex, "It's Greater London")
+    assert (detail.matched, detail.entity) == ("Greater London", "London")
+    number = grade_detail(MOONS, "1")
+    assert number.correct == 1.0 and number.matched == "one"
+    numeric = Example("t/n", "How many?", ("12", "twelve"), metadata={"grader": "numeric"})
+    assert grade_detail(numeric, "twelve").matched == "12"  # the first alias equal to the number
+
+
+def test_number_words():
+    from calib.tasks.normalize import number_value, words_to_number
+
+    assert words_to_number("one hundred and twenty-three") == 123
+    assert words_to_number("a thousand") == 1000
+    assert words_to_number("two million three hundred thousand") == 2_300_000
+    assert words_to_number("ninety-nine") == 99 and words_to_number("zero") == 0
+    for not_a_number in ["five five", "twenty ten", "one hundred hundred", "Canberra", "", "one direction"]:
+        assert words_to_number(not_a_number) is None, not_a_number
+    assert number_value("1,000") == number_value("one thousand") == (1000.0, False)
+    assert number_value("21st") == number_value("twenty-first") == (21.0, True)
+    assert number_value("third") == (3.0, True) and number_value("3") == (3.0, False)
+    assert parse_number("one hundred and five apples") == 105.0
+    assert parse_number("three thousand") == 3000.0
+
+
 def test_exact_match_also_compares_numbers_as_text():
     assert grade(Example("t/x", "Year?", ("1,000",)), "1000") == 1.0  # SQuAD drops the comma
 
@@ -102,11 +206,13 @@ def test_exact_match_also_compares_numbers_as_text():
 def test_set_membership_for_open_ended():
     france = grade_detail(NEIGHBOUR, "France")
     assert france.correct == 1.0 and france.matched == "France" and france.method == "set"
-    assert grade_detail(NEIGHBOUR, "Holland").matched == "Netherlands"  # canonical name of the entity
+    holland = grade_detail(NEIGHBOUR, "Holland")
+    assert holland.matched == "Holland" and holland.entity == "Netherlands"  # the alias, and its entity
     assert grade(NEIGHBOUR, "the Netherlands.") == 1.0
     assert grade(NEIGHBOUR, "Spain") == 0.0
     assert grade(NEIGHBOUR, "Spain and France") == 0.0
-    assert grade(NEIGHBOUR, "Spain and France", containment=True) == 1.0
+    assert grade(NEIGHBOUR, "Spain and France", containment=True) == 0.0  # two guesses, one of them wrong
+    assert grade(NEIGHBOUR, "France, in Europe", containment=True) == 1.0
 
 
 def test_f1_method_threshold():

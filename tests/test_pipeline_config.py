@@ -150,3 +150,18 @@ def test_all_skips_what_the_run_cannot_feed_but_named_estimators_must_run():
         dataclasses.replace(cfg, names=["all"], exclude=["p_true", "verbalized"]), greedy_only
     )
     assert "p_true" not in chosen and "verbalized" not in chosen
+
+
+def test_every_hub_task_is_a_task_option():
+    """`calib task=triviaqa` selects the hub task (not only task.name=triviaqa); composing loads no data."""
+    import calib.tasks.hub as hub
+    from calib.tasks.base import _REGISTRY
+
+    hub_tasks = {name for name, (builder, _) in _REGISTRY.items() if builder.__module__ == hub.__name__}
+    assert {"triviaqa", "gsm8k", "mmlu"} <= hub_tasks
+    assert hub_tasks <= set(options("task"))
+    cfg = C.compose(["task=triviaqa"])
+    assert cfg.task.name == "triviaqa" and cfg.task.options == {}
+    C.validate(cfg)
+    local = C.compose(["task=gsm8k", "+task.options.data_files=test.jsonl"])
+    assert (local.task.name, local.task.options) == ("gsm8k", {"data_files": "test.jsonl"})

@@ -89,7 +89,7 @@ def test_a_preloading_encoder_is_loaded_once_and_shared(monkeypatch):
     started, release, built = threading.Event(), threading.Event(), []
 
     class SlowEncoder:
-        def __init__(self, path, device):
+        def __init__(self, path, device, **options):
             started.set()
             release.wait(5)
             built.append(self)

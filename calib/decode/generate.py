@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from calib.cache import enable_compilation_cache
 from calib.decode.continuation import DecodeSession, Sampling, collect
 from calib.decode.planning import cache_length, prompts_per_batch
 from calib.decode.types import Generations
@@ -78,7 +77,6 @@ def generate(
     that generates a long list in shards passes each shard's offset and gets exactly the one-call result.
     """
     _validate(prompts, num_samples, max_new_tokens, temperature, top_k, top_p, min_p)
-    enable_compilation_cache()
     sampling = Sampling(max_new_tokens, temperature, top_p, top_k, min_p, tuple(stop or ()), top_logprobs)
     started = time.perf_counter()
     encoded = encode_prompts(lm, prompts, max_new_tokens)

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from calib.cache import enable_compilation_cache
 from calib.decode.continuation import DecodeSession, Sampling, collect
 from calib.decode.generate import _validate, encode_prompts
 from calib.decode.planning import bucket, cache_length, prompts_per_batch
@@ -284,7 +283,6 @@ def revise(
     _validate(prompts, max(num_samples, 1), max_new_tokens, temperature, top_k, top_p, min_p)
     if num_samples < 0 or passes < 0:
         raise CalibError(f"revise: num_samples ({num_samples}) and passes ({passes}) must be >= 0")
-    enable_compilation_cache()
     cue = get_cue(cue)
     style = style or lm.prompt_style
     cue_tokens = CueTokens(lm, cue, style)

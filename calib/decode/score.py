@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from calib.cache import enable_compilation_cache
 from calib.decode.planning import bucket, bucket_length
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
@@ -185,7 +184,6 @@ def score_with_stats(
     batch_size: int = 16,
 ) -> tuple[list[np.ndarray], FullECEStats | None]:
     """Per-token log-probs of each continuation given its prompt, plus Full-ECE sums over continuation tokens."""
-    enable_compilation_cache()
     pairs = _tokenize_pairs(lm, prompts, continuations)
     graphdef, params = lm.graphdef_and_state
     totals = np.zeros((6, max(n_bins, 1)), np.float64)

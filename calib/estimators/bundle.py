@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import cached_property
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -21,12 +22,15 @@ import numpy as np
 from calib.decode.types import Generations
 from calib.errors import CalibError
 from calib.estimators.base import Need
+from calib.progress import progress_bar
 from calib.semantic.base import Comparison, ScoreFn, SemanticBackend
 from calib.semantic.clustering import Method, cluster_batch, representatives
 from calib.semantic.exact import ExactMatch
 
 GenerateFn = Callable[[list[str], int], list[str]]
 DecodeFn = Callable[[Sequence[int]], str]
+
+RELEVANCE_CHUNK = 4096  # (answer, answer without one token) pairs per similarity call: progress granularity
 
 
 class Bundle:
@@ -45,6 +49,7 @@ class Bundle:
         generate_fn: GenerateFn | None = None,
         decode_fn: DecodeFn | None = None,
         wrap_prompt: Callable[[str], str] | None = None,
+        progress: bool = False,
     ):
         if greedy.num_prompts and greedy.num_samples != 1:
             raise CalibError(
@@ -74,6 +79,7 @@ class Bundle:
         self.generate_fn = generate_fn
         self.decode_fn = decode_fn
         self.wrap_prompt = wrap_prompt or (lambda prompt: prompt)
+        self.progress = progress  # bars (rate, ETA) over the long computations, e.g. SAR's token relevance
         self._score_cache: dict[tuple[str, str], np.ndarray] = {}
         self._generate_cache: dict[tuple[str, int], str] = {}
 
@@ -269,7 +275,8 @@ class Bundle:
         return self._token_relevance(self.samples.token_ids).tolist()
 
     def _token_relevance(self, token_ids: list[list[np.ndarray]]) -> np.ndarray:
-        """Object array [N, K] of relevance vectors; each distinct (context, ids) is scored once in one batch."""
+        """Object array [N, K] of relevance vectors; each distinct (context, ids) is scored once, in chunks of
+        about RELEVANCE_CHUNK pairs (whole answers) so long answers show progress."""
         plans: dict[tuple[str, tuple[int, ...]], tuple[int, int]] = {}
         first, second = [], []
         for context, row in zip(self.contexts, token_ids):
@@ -282,7 +289,22 @@ class Bundle:
                 for t in range(len(key[1])):
                     first.append(full)
                     second.append(f"{context} {self.decode_fn(key[1][:t] + key[1][t + 1 :])}")
-        similarity = self.semantic.pair_similarity(first, second) if first else np.zeros(0)
+        bounds = [0]
+        for start, length in plans.values():  # chunk on answer boundaries: an answer's pairs share one text
+            if start + length - bounds[-1] > RELEVANCE_CHUNK and start > bounds[-1]:
+                bounds.append(start)
+        bounds.append(len(first))
+        chunks = list(pairwise(bounds))
+        bar = progress_bar(
+            chunks,
+            f"token relevance ({len(first)} pairs)",
+            enabled=self.progress and len(chunks) > 1,
+            unit="chunk",
+        )
+        parts = [self.semantic.pair_similarity(first[a:b], second[a:b]) for a, b in bar if b > a]
+        similarity = (
+            np.concatenate([np.asarray(p, dtype=np.float64) for p in parts]) if parts else np.zeros(0)
+        )
         out = np.empty((len(token_ids), len(token_ids[0]) if token_ids else 0), dtype=object)
         for i, (context, row) in enumerate(zip(self.contexts, token_ids)):
             for k, ids in enumerate(row):

@@ -34,7 +34,7 @@ class RunResult:
 
 def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> RunResult:
     """Run (or resume) the whole job described by cfg and write its outputs into run_dir."""
-    from calib.cache import check_writable, enable_compilation_cache
+    from calib.cache import check_writable
     from calib.decode.generate import encode_prompts
     from calib.estimators import available_needs
     from calib.models import load_model
@@ -44,7 +44,6 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     validate(cfg)
     check_writable(cfg.artifacts_dir, "set artifacts_dir=PATH (or $CALIB_ARTIFACTS_DIR) to a writable folder")
     check_writable(run_dir, "set hydra.run.dir=PATH to a writable folder")
-    enable_compilation_cache()  # sampler, scoring and bootstrap programs are compiled once per machine
     store = ArtifactStore(cfg.artifacts_dir)
     K = cfg.decoding.num_samples
     R = cfg.decoding.revise_passes

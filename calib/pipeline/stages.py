@@ -296,6 +296,7 @@ def make_bundle(
         semantic=backend,
         clustering=cfg.clustering,
         wrap_prompt=wrap,
+        progress=progress,
         **calls,
     )
 

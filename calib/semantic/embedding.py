@@ -69,7 +69,7 @@ class EmbeddingSimilarity:
 
     @property
     def encoder(self) -> Any:
-        """The SentenceTransformer, loaded on first use (offline); one load even with `preload` running."""
+        """The SentenceTransformer, loaded on first use (a folder offline); one load even with `preload` running."""
         return self._loaded()
 
     def _loaded(self) -> Any:
@@ -79,12 +79,14 @@ class EmbeddingSimilarity:
         return self._encoder
 
     def _load(self) -> Any:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
         path = self.model or default_model_path()
+        # a folder on disk (the default model) loads without asking the hub, and without changing os.environ;
+        # a hub name follows the user's own HF_HUB_OFFLINE
+        local = os.path.isdir(path)
         try:
-            return SentenceTransformer(path, device=self.device)
+            return SentenceTransformer(path, device=self.device, local_files_only=local)
         except OSError as err:
             raise CalibError(
                 f"embedding backend: cannot load sentence-transformers model {path!r}: {err}"

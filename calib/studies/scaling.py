@@ -436,7 +436,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[StudyConfig, Path, bool]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from calib.cache import enable_compilation_cache
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    enable_compilation_cache()  # an entry point: programs compiled once per machine
     try:
         cfg, out, progress = parse_args(argv)
         result = run_study(cfg, out, progress)
