@@ -94,7 +94,7 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path, capsys, monkeypatch, ar
     monkeypatch.chdir(tmp_path)
     code, out, err = run(capsys, *argv, "--db", str(tmp_path / "fb.db"))
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and err.startswith("error: ") and match in err
+    assert err.count("\n") == 1 and err.startswith("calib: error: ") and match in err
 
 
 def test_damaged_database_through_the_cli(tmp_path, capsys):
