@@ -358,3 +358,28 @@ def test_rows_with_wrong_types_are_reported_not_crashed_on(tmp_path):
         for read in (store.rows, store.arrays):
             with pytest.raises(CalibError, match="row id 3 has confidence = 'high'"):
                 read()
+
+
+def test_text_that_is_not_utf8_is_a_damaged_file_error(tmp_path):
+    """In a row, sqlite3 raises OperationalError; in a table name, UnicodeDecodeError (found by the fuzz test)."""
+    path = calib_db(tmp_path / "fb.db", n=5)
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("UPDATE feedback SET question = CAST(X'80FF' AS TEXT) WHERE id = 2")
+    raw.close()
+    before = sha(path)
+    with (
+        FeedbackStore(path, readonly=True) as store,
+        pytest.raises(CalibError, match=r"damaged.*decode") as err,
+    ):
+        store.rows()
+    assert str(path) in str(err.value) and sha(path) == before
+
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("CREATE TABLE extra (x)")
+    raw.execute("PRAGMA writable_schema = ON")
+    raw.execute("UPDATE sqlite_master SET name = CAST(X'80' AS TEXT) WHERE name = 'extra'")
+    raw.close()
+    before = sha(path)
+    with pytest.raises(CalibError, match=r"damaged or not an SQLite file.*not UTF-8"):
+        FeedbackStore(path, readonly=True)
+    assert sha(path) == before

@@ -120,7 +120,8 @@ def _error(err: sqlite3.Error, path: str, timeout: float, readonly: bool = False
     low = text.lower()
     code = getattr(err, "sqlite_errorname", "") or ""
     if code in _DAMAGED_CODES or any(
-        word in low for word in ("not a database", "malformed", "unsupported file format", "corrupt")
+        word in low
+        for word in ("not a database", "malformed", "unsupported file format", "corrupt", "could not decode")
     ):
         return CalibError(
             f"feedback database {path} is damaged or not an SQLite file ({text}); it was left untouched - "
@@ -344,6 +345,10 @@ class FeedbackStore:
         except sqlite3.Error as err:
             ro = self.readonly if readonly is None else readonly
             raise _error(err, self.path, self.timeout, readonly=ro) from err
+        except (
+            UnicodeDecodeError
+        ) as err:  # sqlite3 decodes TEXT as UTF-8 itself and raises this, not an sqlite3.Error
+            raise _damaged(self.path, f"text that is not UTF-8: {err.reason} at byte {err.start}") from err
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
