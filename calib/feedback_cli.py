@@ -21,9 +21,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from calib.errors import CalibError
+
+if TYPE_CHECKING:
+    from calib.recalibrate import Recalibrator
 
 _TRUE = {"1", "true", "yes", "correct", "y", "t"}
 _FALSE = {"0", "false", "no", "wrong", "incorrect", "n", "f"}
@@ -200,7 +203,7 @@ def _show(args: argparse.Namespace, out) -> None:
             )
 
 
-def _stored(args: argparse.Namespace):
+def _stored(args: argparse.Namespace) -> Recalibrator:
     """The named calibrator of the database, opened read-only; refuses a name the database does not have."""
     from calib.recalibrate import FeedbackStore, Recalibrator
 
