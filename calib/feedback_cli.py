@@ -8,8 +8,9 @@
     calib feedback export --db sqlite:///fb.db --out calibrator.json
     calib feedback transform --calibrator calibrator.json 0.9 0.5      # or --db ...
 
-Without --db the database is $CALIB_FEEDBACK_DB or the user data dir's feedback.sqlite. User errors print one
-line to stderr and exit with status 2.
+Without --db the database is $CALIB_FEEDBACK_DB or the user data dir's feedback.sqlite. record and refit are the
+only commands that write to it (and create calib's tables only in a new or empty file); show, export and
+transform open it read-only. User errors print one line (`calib: error: ...`) to stderr and exit with status 2.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from calib.errors import CalibError
+
+if TYPE_CHECKING:
+    from calib.recalibrate import Recalibrator
 
 _TRUE = {"1", "true", "yes", "correct", "y", "t"}
 _FALSE = {"0", "false", "no", "wrong", "incorrect", "n", "f"}
@@ -171,7 +175,7 @@ def _record(args: argparse.Namespace, out) -> None:
 def _show(args: argparse.Namespace, out) -> None:
     from calib.recalibrate import FeedbackStore, Recalibrator
 
-    with FeedbackStore(args.db, timeout=args.timeout) as store:
+    with FeedbackStore(args.db, timeout=args.timeout, readonly=True) as store:
         print(f"database: {store.path}", file=out)
         print(f"rows: {store.count()}", file=out)
         if args.check:
@@ -180,6 +184,7 @@ def _show(args: argparse.Namespace, out) -> None:
         print(f"calibrators: {', '.join(names) or '(none yet)'}", file=out)
         if args.name in names:
             rec = Recalibrator(store, name=args.name)
+            rec.refresh()  # a damaged state is reported here, not shown as a blank calibrator
             print(
                 f"{args.name}: {rec.kind} {rec.calibrator!r}, rows folded in: ids up to {rec.rows_seen}",
                 file=out,
@@ -191,11 +196,31 @@ def _show(args: argparse.Namespace, out) -> None:
                 + ", ".join(f"{g:.1f}->{m:.3f}" for g, m in zip(grid, mapped)),
                 file=out,
             )
-        for r in store.rows(limit=max(args.last, 0)) if args.last > 0 else []:
+        for r in store.rows(limit=args.last) if args.last > 0 else []:
             print(
                 f"  #{r.id} conf={r.confidence:.3f} correct={r.correct} q={r.question[:40]!r} a={r.answer[:30]!r}",
                 file=out,
             )
+
+
+def _stored(args: argparse.Namespace) -> Recalibrator:
+    """The named calibrator of the database, opened read-only; refuses a name the database does not have."""
+    from calib.recalibrate import FeedbackStore, Recalibrator
+
+    store = FeedbackStore(args.db, timeout=args.timeout, readonly=True)
+    try:
+        names = store.calibrator_names()
+        if args.name not in names:
+            raise CalibError(
+                f"feedback database {store.path} has no calibrator {args.name!r} (it has: "
+                f"{', '.join(names) or 'none'}); run `calib feedback refit` first or pass --name"
+            )
+        rec = Recalibrator(store, name=args.name)
+        rec.refresh()
+        return rec
+    except BaseException:
+        store.close()
+        raise
 
 
 def _existing(db: str | None) -> None:
@@ -223,7 +248,9 @@ def run(args: argparse.Namespace, out=None) -> None:
     elif args.command == "show":
         _show(args, out)
     elif args.command == "export":
-        with Recalibrator(args.db, name=args.name, timeout=args.timeout) as rec:
+        with _stored(args) as rec:
+            if Path(args.out).absolute().resolve() == Path(rec.store.path).absolute().resolve():
+                raise CalibError(f"--out {args.out} is the feedback database itself; pass another file name")
             print(f"wrote {rec.save(args.out)}", file=out)
     elif args.command == "transform":
         values = [parse_confidence(v, "confidence") for v in args.confidence]
@@ -233,7 +260,7 @@ def run(args: argparse.Namespace, out=None) -> None:
                 raise CalibError(f"{args.calibrator} holds a {cal.kind} model, not a confidence calibrator")
             mapped = cal.transform(values)
         else:
-            with Recalibrator(args.db, name=args.name, timeout=args.timeout) as rec:
+            with _stored(args) as rec:
                 mapped = rec.transform(values)
         print(" ".join(f"{m:.6f}" for m in mapped), file=out)
 
@@ -244,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(args)
     except CalibError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"calib: error: {err}", file=sys.stderr)
         return 2
     return 0
 

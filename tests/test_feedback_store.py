@@ -2,6 +2,8 @@
 
 import sqlite3
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +187,199 @@ def test_in_memory_recalibrator_matches_batch(tmp_path):
         rec.update(c[i : i + 30], y[i : i + 30])
     assert rec.calibrator == IsotonicCalibrator().fit(c, y)
     assert rec.refit(kind="histogram").kind == "histogram"
+
+
+# ---- validate before writing: foreign, damaged and busy files (issue 17, case 6) ------------------------------------
+
+
+def sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def foreign_db(path: Path) -> Path:
+    """Another program's SQLite file: its own table, rollback journal (DELETE), closed cleanly."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE people (name TEXT, age INTEGER)")
+    conn.execute("INSERT INTO people VALUES ('ada', 36)")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+    return path
+
+
+def calib_db(path: Path, n: int = 50) -> Path:
+    c, y = rows(n)
+    with Recalibrator(path) as rec:
+        rec.update(c, y, questions=[f"q{i}" for i in range(n)])
+    return path
+
+
+@pytest.mark.parametrize("readonly", [True, False])
+def test_foreign_sqlite_file_is_refused_before_any_write(tmp_path, readonly):
+    """Neither a reading nor a writing store adds calib's tables to another program's file or switches it to WAL."""
+    path = foreign_db(tmp_path / "other.db")
+    before = sha(path)
+    with pytest.raises(
+        CalibError, match="not a calib feedback database: it has tables people but no meta"
+    ) as err:
+        FeedbackStore(path, readonly=readonly)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert sha(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]  # no -wal, -shm or -journal either
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
+def test_sqlite_file_marked_by_another_program_is_refused(tmp_path):
+    """No tables but a user_version: someone else's (empty) database, not an empty file calib may take over."""
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 7")
+    conn.close()
+    before = sha(path)
+    with pytest.raises(CalibError, match=r"another program.*user_version=7"):
+        FeedbackStore(path)
+    assert sha(path) == before
+
+
+def test_calib_tables_with_other_columns_or_schema_are_refused(tmp_path):
+    path = tmp_path / "fb.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT, value TEXT); CREATE TABLE feedback (id INTEGER, text TEXT);"
+        "CREATE TABLE calibrators (name TEXT);"
+    )
+    conn.close()
+    before = sha(path)
+    with pytest.raises(CalibError, match="table feedback has columns"):
+        FeedbackStore(path)
+    assert sha(path) == before
+    newer = calib_db(tmp_path / "newer.db")
+    raw = sqlite3.connect(newer, isolation_level=None)
+    raw.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    raw.close()
+    for readonly in (True, False):
+        with pytest.raises(CalibError, match="has schema '2', this calib reads 1"):
+            FeedbackStore(newer, readonly=readonly)
+
+
+def test_only_a_writing_store_creates_the_schema_and_only_in_a_new_or_empty_file(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(CalibError, match="is empty"):
+        FeedbackStore(empty, readonly=True)
+    assert empty.read_bytes() == b""
+    with pytest.raises(CalibError, match="no feedback database at"):
+        FeedbackStore(tmp_path / "missing.db", readonly=True)
+    assert not (tmp_path / "missing.db").exists()
+    with FeedbackStore(empty) as store:  # a 0-byte file is new: the writing store may create the tables
+        store.record([0.5], [1])
+    with FeedbackStore(empty, readonly=True) as store:
+        assert store.count() == 1
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["random", "truncated-header", "truncated-pages", "header-version", "page-size", "zeroed-schema"],
+)
+@pytest.mark.parametrize("readonly", [True, False])
+def test_damaged_file_is_never_modified(tmp_path, damage, readonly):
+    """Random bytes, a cut-off file or a mutated header: one CalibError line naming the file, bytes identical."""
+    path = calib_db(tmp_path / "fb.db")
+    data = bytearray(path.read_bytes())
+    if damage == "random":
+        data = bytearray(np.random.default_rng(5).integers(0, 256, 8192, dtype=np.uint8).tobytes())
+    elif damage == "truncated-header":
+        data = data[:60]
+    elif damage == "truncated-pages":
+        data = data[: len(data) // 2 + 100]
+    elif damage == "header-version":
+        data[18:20] = b"\x07\x07"  # read/write format versions SQLite does not know
+    elif damage == "page-size":
+        data[16:18] = b"\x01\x23"  # not a power of two
+    else:
+        data[100:4096] = bytes(3996)  # sqlite_master's page wiped
+    path.write_bytes(bytes(data))
+    with pytest.raises(CalibError) as err, FeedbackStore(path, readonly=readonly) as store:
+        store.rows()
+        Recalibrator(store).refresh()
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    assert path.read_bytes() == bytes(data)
+    for side in ("fb.db-wal", "fb.db-journal"):
+        assert not (tmp_path / side).exists() or (tmp_path / side).stat().st_size == 0
+
+
+@pytest.mark.parametrize("lock", ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"])
+def test_reading_store_works_while_another_process_writes(tmp_path, lock):
+    """A read-only store never takes the write lock: it reads the last committed rows during a write transaction."""
+    path = calib_db(tmp_path / "fb.db", n=30)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute(lock)
+    holder.execute(
+        "INSERT INTO feedback (uid, question, answer, confidence, correct, created_at) "
+        "VALUES ('pending', '', '', 0.5, 1, 0)"
+    )
+    try:
+        began = time.perf_counter()
+        with FeedbackStore(path, timeout=5, readonly=True) as store:
+            assert store.count() == 30 and store.check() == "ok"
+            rec = Recalibrator(store)
+            assert rec.rows_seen == 30 and rec.transform([0.5]).shape == (1,)
+        assert time.perf_counter() - began < 2  # did not wait for the writer's lock
+        with pytest.raises(CalibError, match="locked by another writer"):
+            FeedbackStore(path, timeout=0.1).record([0.5], [1])  # a writer does wait, and reports it
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_reading_store_refuses_to_write(tmp_path):
+    path = calib_db(tmp_path / "fb.db")
+    before = sha(path)
+    rec = Recalibrator(path, readonly=True)
+    for write in (lambda: rec.update([0.5], [1]), lambda: rec.refit(full=True)):
+        with pytest.raises(CalibError, match="opened read-only"):
+            write()
+    rec.close()
+    assert sha(path) == before
+
+
+def test_rows_with_wrong_types_are_reported_not_crashed_on(tmp_path):
+    """A value the table's CHECKs forbid (written around them) is a CalibError naming the row and the column."""
+    path = calib_db(tmp_path / "fb.db", n=5)
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("PRAGMA ignore_check_constraints = ON")
+    raw.execute("UPDATE feedback SET confidence = 'high' WHERE id = 3")
+    raw.close()
+    with FeedbackStore(path, readonly=True) as store:
+        for read in (store.rows, store.arrays):
+            with pytest.raises(CalibError, match="row id 3 has confidence = 'high'"):
+                read()
+
+
+def test_text_that_is_not_utf8_is_a_damaged_file_error(tmp_path):
+    """In a row, sqlite3 raises OperationalError; in a table name, UnicodeDecodeError (found by the fuzz test)."""
+    path = calib_db(tmp_path / "fb.db", n=5)
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("UPDATE feedback SET question = CAST(X'80FF' AS TEXT) WHERE id = 2")
+    raw.close()
+    before = sha(path)
+    with (
+        FeedbackStore(path, readonly=True) as store,
+        pytest.raises(CalibError, match=r"damaged.*decode") as err,
+    ):
+        store.rows()
+    assert str(path) in str(err.value) and sha(path) == before
+
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("CREATE TABLE extra (x)")
+    raw.execute("PRAGMA writable_schema = ON")
+    raw.execute("UPDATE sqlite_master SET name = CAST(X'80' AS TEXT) WHERE name = 'extra'")
+    raw.close()
+    before = sha(path)
+    with pytest.raises(CalibError, match=r"damaged or not an SQLite file.*not UTF-8"):
+        FeedbackStore(path, readonly=True)
+    assert sha(path) == before

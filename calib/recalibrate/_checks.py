@@ -96,3 +96,96 @@ def positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise CalibError(f"{name}: got {value!r}; pass an integer >= {minimum}")
     return int(value)
+
+
+# ---- fields of a saved calibrator state (serialize.py adds the file name and the fix) ------------------------------
+
+
+def field_keys(
+    params: dict[str, Any], arrays: dict[str, np.ndarray], params_needed: set[str], arrays_allowed: set[str]
+) -> None:
+    """Exactly the params a kind writes, and no arrays it does not write."""
+    missing = sorted(params_needed - set(params))
+    if missing:
+        raise CalibError(f"field {missing[0]!r} is missing")
+    unknown = sorted(set(map(str, params)) - params_needed) + sorted(set(map(str, arrays)) - arrays_allowed)
+    if unknown:
+        raise CalibError(f"field {unknown[0][:40]!r} is unknown")
+
+
+def _shown(value: Any) -> str:
+    return f"{str(value)[:40]!r} ({type(value).__name__})"
+
+
+def field_number(
+    params: dict[str, Any],
+    name: str,
+    allow_none: bool = False,
+    minimum: float | None = None,
+    above: bool = False,
+) -> float | None:
+    """A finite float param (ints accepted, bools and strings not); None only where the kind allows it."""
+    value = params[name]
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CalibError(f"field {name!r} is {_shown(value)}; expected a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise CalibError(f"field {name!r} is {value!r}; expected a finite number")
+    if minimum is not None and (number <= minimum if above else number < minimum):
+        raise CalibError(
+            f"field {name!r} is {number!r}; expected a number {'>' if above else '>='} {minimum:g}"
+        )
+    return number
+
+
+def field_int(params: dict[str, Any], name: str, minimum: int = 1) -> int:
+    value = params[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CalibError(f"field {name!r} is {_shown(value)}; expected an integer >= {minimum}")
+    return value
+
+
+def field_bool(params: dict[str, Any], name: str) -> bool:
+    value = params[name]
+    if not isinstance(value, bool):
+        raise CalibError(f"field {name!r} is {_shown(value)}; expected true or false")
+    return value
+
+
+def field_choice(params: dict[str, Any], name: str, choices: tuple[str, ...]) -> str:
+    value = params[name]
+    if not isinstance(value, str) or value not in choices:
+        raise CalibError(f"field {name!r} is {_shown(value)}; expected one of {', '.join(choices)}")
+    return value
+
+
+def field_array(
+    arrays: dict[str, np.ndarray],
+    name: str,
+    dtype: str,
+    length: int | None = None,
+    min_length: int = 0,
+    low: float | None = None,
+    high: float | None = None,
+) -> np.ndarray:
+    """A 1-D array of exactly `dtype`, finite, of the given length and within [low, high]."""
+    if name not in arrays:
+        raise CalibError(f"array {name!r} is missing")
+    arr = arrays[name]
+    if not isinstance(arr, np.ndarray) or arr.dtype.name != dtype:
+        raise CalibError(
+            f"array {name!r} has dtype {getattr(arr, 'dtype', type(arr).__name__)}; expected {dtype}"
+        )
+    if arr.ndim != 1 or (length is not None and arr.shape[0] != length) or arr.shape[0] < min_length:
+        expected = f"({length},)" if length is not None else f"1-D with at least {min_length} values"
+        raise CalibError(f"array {name!r} has shape {arr.shape}; expected {expected}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise CalibError(f"array {name!r} has NaN or infinite values")
+    if (low is not None and (arr < low).any()) or (high is not None and (arr > high).any()):
+        raise CalibError(f"array {name!r} has values outside [{low}, {high}]")
+    return arr

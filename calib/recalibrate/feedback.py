@@ -38,6 +38,7 @@ class Recalibrator:
 
     `kind` and `settings` (e.g. n_bins=20) apply when the database has no calibrator of this name yet; an
     existing one keeps its kind (asking for another kind is an error: rebuild with refit(kind=...)).
+    readonly=True opens the database read-only (transform and save only; update and refit are refused).
     """
 
     def __init__(
@@ -46,10 +47,14 @@ class Recalibrator:
         name: str = "default",
         kind: str | None = None,
         timeout: float = 10.0,
+        readonly: bool = False,
         **settings: Any,
     ):
         self.name = name
-        self.store = FeedbackStore(db, timeout=timeout) if isinstance(db, str | os.PathLike) else db
+        if isinstance(db, str | os.PathLike):
+            self.store: FeedbackStore | None = FeedbackStore(db, timeout=timeout, readonly=readonly)
+        else:
+            self.store = db
         self.calibrator: Calibrator = make_calibrator(kind or DEFAULT_KIND, **settings)
         self._last_id = 0
         self._memory: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])  # rows kept in memory mode

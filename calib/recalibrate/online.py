@@ -112,4 +112,11 @@ class OnlineHistogramCalibrator(Calibrator):
 
     @classmethod
     def from_parts(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        return cls(**params, counts=arrays.get("counts"), hits=arrays.get("hits"))
+        _checks.field_keys(params, arrays, {"n_bins", "prior_strength"}, {"counts", "hits"})
+        n_bins = _checks.field_int(params, "n_bins")
+        strength = _checks.field_number(params, "prior_strength", minimum=0.0, above=True)
+        counts = _checks.field_array(arrays, "counts", "int64", length=n_bins, low=0)
+        hits = _checks.field_array(arrays, "hits", "int64", length=n_bins, low=0)
+        if (hits > counts).any():
+            raise CalibError("array 'hits' exceeds 'counts' in some bin")
+        return cls(n_bins, strength, counts, hits)

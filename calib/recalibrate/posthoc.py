@@ -111,7 +111,11 @@ class PlattCalibrator(Calibrator):
 
     @classmethod
     def from_parts(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        return cls(**params)
+        _checks.field_keys(params, arrays, {"smooth_targets", "a", "b"}, set())
+        a, b = (_checks.field_number(params, k, allow_none=True) for k in ("a", "b"))
+        if (a is None) != (b is None):
+            raise CalibError("fields 'a' and 'b' must both be numbers (fitted) or both null (not fitted)")
+        return cls(_checks.field_bool(params, "smooth_targets"), a, b)
 
 
 class BetaCalibrator(Calibrator):
@@ -149,7 +153,12 @@ class BetaCalibrator(Calibrator):
 
     @classmethod
     def from_parts(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        return cls(**params)
+        _checks.field_keys(params, arrays, {"a", "b", "m"}, set())
+        a, b = (_checks.field_number(params, k, allow_none=True, minimum=0.0) for k in ("a", "b"))
+        m = _checks.field_number(params, "m", allow_none=True)
+        if len({a is None, b is None, m is None}) > 1:
+            raise CalibError("fields 'a', 'b' and 'm' must all be numbers (fitted) or all null (not fitted)")
+        return cls(a, b, m)
 
 
 class IsotonicCalibrator(Calibrator):
@@ -181,7 +190,14 @@ class IsotonicCalibrator(Calibrator):
 
     @classmethod
     def from_parts(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        return cls(arrays.get("x"), arrays.get("y"))
+        _checks.field_keys(params, arrays, set(), {"x", "y"})
+        if not arrays:
+            return cls()
+        x = _checks.field_array(arrays, "x", "float64", min_length=1, low=0.0, high=1.0)
+        y = _checks.field_array(arrays, "y", "float64", length=x.shape[0], low=0.0, high=1.0)
+        if (np.diff(x) < 0).any():
+            raise CalibError("array 'x' is not in increasing order")
+        return cls(x, y)
 
 
 class HistogramCalibrator(Calibrator):
@@ -235,4 +251,17 @@ class HistogramCalibrator(Calibrator):
 
     @classmethod
     def from_parts(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        return cls(**params, edges=arrays.get("edges"), values=arrays.get("values"))
+        _checks.field_keys(params, arrays, {"n_bins", "binning"}, {"edges", "values"})
+        n_bins = _checks.field_int(params, "n_bins")
+        binning = _checks.field_choice(params, "binning", ("uniform", "quantile"))
+        if not arrays:
+            return cls(n_bins, binning)
+        edges = _checks.field_array(arrays, "edges", "float64", min_length=2, low=0.0, high=1.0)
+        if edges.shape[0] > n_bins + 1 or edges[0] != 0.0 or edges[-1] != 1.0 or (np.diff(edges) <= 0).any():
+            raise CalibError(
+                f"array 'edges' must rise from 0 to 1 in at most n_bins = {n_bins} steps; got {edges.shape[0]} edges"
+            )
+        values = _checks.field_array(
+            arrays, "values", "float64", length=edges.shape[0] - 1, low=0.0, high=1.0
+        )
+        return cls(n_bins, binning, edges=edges, values=values)

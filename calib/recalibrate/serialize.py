@@ -41,14 +41,20 @@ def _header(d: Any, where: str) -> tuple[type[RecalibrationModel], dict[str, Any
         raise CalibError(
             f"{where} is not a calib calibrator file (no format {FORMAT!r}); pass a file save() wrote"
         )
-    if d.get("version") != VERSION:
+    version = d.get("version")
+    if type(version) is not int or version != VERSION:
         raise CalibError(
-            f"{where} has calibrator format version {d.get('version')!r}; this calib reads {VERSION}"
+            f"{where} has calibrator format version {str(version)[:20]!r}; this calib reads {VERSION}"
         )
     params = d.get("params")
     if not isinstance(params, dict):
         raise CalibError(f"{where} has no params object; the file is damaged, refit and save again")
-    return model_class(str(d.get("kind"))), params
+    kind = d.get("kind")
+    if not isinstance(kind, str):
+        raise CalibError(
+            f"{where} has no calibrator kind (field 'kind'); the file is damaged, refit and save again"
+        )
+    return model_class(kind[:100]), params
 
 
 def _build(
@@ -56,24 +62,45 @@ def _build(
 ) -> RecalibrationModel:
     try:
         return cls.from_parts(params, arrays)
-    except CalibError:
-        raise
-    except (TypeError, ValueError, KeyError) as err:
+    except CalibError as err:
+        raise CalibError(f"{where}: bad {cls.kind} calibrator: {err}; refit and save again") from err
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as err:
         raise CalibError(
-            f"{where} holds a {cls.kind} calibrator with bad fields ({err}); refit and save again"
+            f"{where} holds a {cls.kind} calibrator with bad fields ({str(err)[:200]}); refit and save again"
         ) from err
 
 
+def _json_array(name: str, spec: Any) -> np.ndarray:
+    """One {dtype, shape, data} entry of to_dict's arrays, strictly: JSON numbers of the stated dtype only."""
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data"}:
+        raise ValueError(f"array {name!r} is not an object with dtype, shape and data")
+    dtype, shape, data = spec["dtype"], spec["shape"], spec["data"]
+    if dtype not in _DTYPES:
+        raise ValueError(f"array {name!r} has dtype {str(dtype)[:20]!r}")
+    if not isinstance(shape, list) or any(type(n) is not int or n < 0 for n in shape) or len(shape) > 8:
+        raise ValueError(f"array {name!r} has shape {str(shape)[:40]}, not a list of sizes")
+    if not isinstance(data, list) or len(data) != int(np.prod(shape, dtype=object)):
+        raise ValueError(
+            f"array {name!r} has {len(data) if isinstance(data, list) else 'no'} values for shape {shape}"
+        )
+    allowed = (int,) if dtype == "int64" else (int, float)
+    if any(type(v) not in allowed for v in data):
+        bad = next(v for v in data if type(v) not in allowed)
+        raise ValueError(f"array {name!r} holds {str(bad)[:20]!r} ({type(bad).__name__}), not {dtype} values")
+    return np.asarray(data, dtype=dtype).reshape(shape)
+
+
 def from_dict(d: Any, where: str = "calibrator state") -> RecalibrationModel:
-    """Rebuild a calibrator from to_dict's output."""
+    """Rebuild a calibrator from to_dict's output; every field is checked, a bad one is a CalibError naming it."""
     cls, params = _header(d, where)
+    raw = d.get("arrays", {})
+    if not isinstance(raw, dict):
+        raise CalibError(f"{where} has a damaged array (arrays is not an object); refit and save again")
     arrays = {}
     try:
-        for name, spec in (d.get("arrays") or {}).items():
-            if spec["dtype"] not in _DTYPES:
-                raise ValueError(f"array {name!r} has dtype {spec['dtype']!r}")
-            arrays[name] = np.asarray(spec["data"], dtype=spec["dtype"]).reshape(spec["shape"])
-    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        for name, spec in raw.items():
+            arrays[name] = _json_array(str(name)[:40], spec)
+    except (TypeError, ValueError, OverflowError) as err:
         raise CalibError(f"{where} has a damaged array ({err}); refit and save again") from err
     return _build(cls, params, arrays, where)
 
@@ -106,8 +133,25 @@ def save_calibrator(cal: RecalibrationModel, path: str | os.PathLike) -> Path:
         }
         tensors = {k: np.ascontiguousarray(v) for k, v in cal.arrays().items()}
         data = save(tensors, metadata=meta)
-    atomic_write_bytes(path, data)
+    try:
+        atomic_write_bytes(path, data)  # temp name in the same folder, then rename: never half-written
+    except OSError as err:
+        raise CalibError(
+            f"cannot write {path}: {_write_problem(path, err)}; choose a writable folder and file name"
+        ) from err
     return path
+
+
+def _write_problem(path: Path, err: OSError) -> str:
+    """Why a write failed, in words: names an existing file that stands where a folder is needed."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            break
+    if path.is_dir():
+        return "it is a folder"
+    return str(err.strerror or err)
 
 
 def load_calibrator(path: str | os.PathLike) -> RecalibrationModel:
@@ -118,10 +162,16 @@ def load_calibrator(path: str | os.PathLike) -> RecalibrationModel:
         raise CalibError(f"{path}: no such calibrator file; check the path or save one first")
     if fmt == "json":
         try:
-            d = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            text = path.read_bytes()
+        except OSError as err:
             raise CalibError(
-                f"{path}: not valid JSON ({err}); the file is damaged, refit and save again"
+                f"cannot read {path}: {err.strerror or err}; check the file's permissions"
+            ) from err
+        try:
+            d = json.loads(text.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
+            raise CalibError(
+                f"{path}: not valid JSON ({str(err)[:200]}); the file is damaged, refit and save again"
             ) from err
         return from_dict(d, str(path))
     from safetensors import SafetensorError, safe_open
@@ -135,7 +185,7 @@ def load_calibrator(path: str | os.PathLike) -> RecalibrationModel:
     try:
         meta["version"] = int(meta.get("version", "0"))
         meta["params"] = json.loads(meta.get("params", "null"))
-    except (ValueError, json.JSONDecodeError) as err:
+    except (ValueError, RecursionError) as err:
         raise CalibError(f"{path}: damaged calibrator metadata ({err}); refit and save again") from err
     cls, params = _header(meta, str(path))
     return _build(cls, params, {k: np.asarray(v) for k, v in tensors.items()}, str(path))

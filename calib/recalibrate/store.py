@@ -4,7 +4,13 @@ Concurrent writers (several processes recording user corrections) are safe: the 
 write is one `BEGIN IMMEDIATE` transaction (writers queue on SQLite's lock for up to `timeout` seconds, readers
 never block), and a failed write rolls back completely. Each row carries a unique `uid` so a retried write can
 never duplicate it. Row ids come from AUTOINCREMENT and are never reused, so "rows with id > n" is exactly what a
-calibrator has not seen yet. A damaged, foreign or locked file gives one CalibError line and is never modified.
+calibrator has not seen yet.
+
+Validate before writing: an existing file is first opened read-only (`mode=ro`) and must be an SQLite file with
+calib's tables; only then does a writing store open it for writing. calib's tables are created only in a new or
+empty file. A read-only store (`readonly=True`: `calib feedback show/export/transform`) never writes and never
+takes the write lock, so it works while another process is writing. A damaged, foreign or locked file gives one
+CalibError line and is never modified.
 """
 
 from __future__ import annotations
@@ -88,14 +94,60 @@ class FeedbackRow:
     created_at: float
 
 
-def _error(err: sqlite3.Error, path: str, timeout: float) -> CalibError:
-    text = str(err).strip() or type(err).__name__
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_DAMAGED_CODES = {"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_FORMAT"}
+
+
+def _expected_columns() -> dict[str, list[tuple[str, str]]]:
+    """(name, declared type) of the columns of each of calib's tables, as _SCHEMA creates them."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        probe.executescript(_SCHEMA)
+        return {
+            table: [(r[1], r[2].upper()) for r in probe.execute(f"PRAGMA table_info({table})")]
+            for table in ("meta", "feedback", "calibrators")
+        }
+    finally:
+        probe.close()
+
+
+_COLUMNS = _expected_columns()
+
+
+def _error(err: sqlite3.Error, path: str, timeout: float, readonly: bool = False) -> CalibError:
+    """One CalibError line for an sqlite error on `path`."""
+    text = (str(err).strip() or type(err).__name__)[:300]
     low = text.lower()
+    code = getattr(err, "sqlite_errorname", "") or ""
+    if code in _DAMAGED_CODES or any(
+        word in low
+        for word in ("not a database", "malformed", "unsupported file format", "corrupt", "could not decode")
+    ):
+        return CalibError(
+            f"feedback database {path} is damaged or not an SQLite file ({text}); it was left untouched - "
+            "restore a backup or point --db at a new file"
+        )
     if "locked" in low or "busy" in low:
+        if readonly:
+            return CalibError(
+                f"feedback database {path} stayed locked for over {timeout:g} s while reading (another "
+                "process is rewriting it); nothing was written - retry, or pass a longer --timeout"
+            )
         return CalibError(
             f"feedback database {path} stayed locked by another writer for over {timeout:g} s; nothing was "
             "written - retry, or pass a longer timeout"
         )
+    if readonly and ("unable to open" in low or "readonly" in low or "read-only" in low):
+        folder = Path(path).absolute().parent
+        if not os.access(path, os.R_OK):
+            return CalibError(f"cannot read feedback database {path} ({text}); check the file's permissions")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return CalibError(
+                f"cannot read feedback database {path} ({text}): it is in WAL mode and its folder {folder} is "
+                f"read-only, so SQLite cannot create {Path(path).name}-wal and -shm next to it; make the folder "
+                "writable, or copy the database to a writable folder and pass that copy to --db"
+            )
+        return CalibError(f"cannot read feedback database {path} ({text}); check the file and its folder")
     if "unable to open" in low or "readonly" in low or "read-only" in low:
         return CalibError(
             f"cannot open feedback database {path} for writing ({text}); check the folder and permissions"
@@ -110,16 +162,83 @@ def _error(err: sqlite3.Error, path: str, timeout: float) -> CalibError:
     return CalibError(f"feedback database {path}: {text}")
 
 
+def _damaged(path: str, what: str) -> CalibError:
+    return CalibError(
+        f"feedback database {path} is damaged or not an SQLite file ({what}); it was left untouched - "
+        "restore a backup or point --db at a new file"
+    )
+
+
+def _sniff(path: str) -> bool:
+    """Whether `path` holds data (False: missing or 0 bytes); refuse what is not an SQLite file before SQLite opens it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except FileNotFoundError:
+        return False
+    except IsADirectoryError as err:
+        raise CalibError(f"feedback database {path} is a folder; pass a file path to --db") from err
+    except OSError as err:
+        raise CalibError(
+            f"cannot read feedback database {path} ({err.strerror or err}); check the file's permissions"
+        ) from err
+    if not head:
+        return False
+    if not head.startswith(_SQLITE_MAGIC):
+        raise _damaged(path, "no SQLite header")
+    if len(head) < 100:
+        raise _damaged(path, f"truncated to {len(head)} bytes")
+    return True
+
+
+def _columns_text(columns: list[tuple[str, str]]) -> str:
+    return "(" + ", ".join(f"{name} {kind}".strip() for name, kind in columns)[:200] + ")"
+
+
+def _readonly_uri(path: str) -> str:
+    """A `file:` URI that opens `path` read-only (`mode=ro`; never `immutable`, as others may be writing)."""
+    return Path(path).absolute().as_uri() + "?mode=ro"
+
+
 class FeedbackStore:
-    """One process's connection to the feedback database (open one per process; never share across fork)."""
+    """One process's connection to the feedback database (open one per process; never share across fork).
+
+    readonly=False (the default; `record` and `refit`) may create calib's tables in a new or empty file and
+    writes in transactions. readonly=True opens an existing calib database with `mode=ro`: it never writes and
+    never takes the write lock.
+    """
 
     def __init__(
-        self, url: str | os.PathLike | None = None, timeout: float = 10.0, synchronous: str = "NORMAL"
+        self,
+        url: str | os.PathLike | None = None,
+        timeout: float = 10.0,
+        synchronous: str = "NORMAL",
+        readonly: bool = False,
     ):
         self.path = db_path(url)
         self.timeout = float(timeout)
+        self.readonly = bool(readonly)
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise CalibError(f"synchronous: got {synchronous!r}; choose NORMAL (default) or FULL")
+        if self.readonly:
+            self._conn = self._open_readonly()
+            try:
+                if not self._inspect(self._conn):
+                    raise CalibError(
+                        f"feedback database {self.path} is empty (no calib tables yet); record rows first with "
+                        "`calib feedback record`"
+                    )
+            except BaseException:
+                self._conn.close()
+                raise
+            return
+        if self.path != ":memory:" and _sniff(self.path):
+            # an existing file: check it read-only first, so a foreign or damaged one is refused before any write
+            probe = self._open_readonly()
+            try:
+                self._inspect(probe)
+            finally:
+                probe.close()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -128,25 +247,86 @@ class FeedbackStore:
             raise _error(err, self.path, self.timeout) from err
         try:
             with self._guard():
-                # a read first: a foreign or damaged file fails here, before anything could write to it
-                self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
                 self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
                 self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             with self.transaction() as cur:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        cur.execute(statement)
-                found = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                if found is None:
+                # checked again under the write lock: another process may have created the tables meanwhile
+                if not self._inspect(cur):
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            cur.execute(statement)
                     cur.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-                elif found[0] != SCHEMA_VERSION:
-                    raise CalibError(
-                        f"feedback database {self.path} has schema {found[0]}, this calib reads {SCHEMA_VERSION}; "
-                        "use a matching calib version or a new --db file"
-                    )
         except BaseException:
             self._conn.close()
             raise
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """A `mode=ro` connection to the existing file (after a header check that needs no SQLite)."""
+        if self.path == ":memory:":
+            raise CalibError("a read-only feedback store needs a database file, not :memory:")
+        if not _sniff(self.path) and not Path(self.path).is_file():
+            raise CalibError(f"no feedback database at {self.path}; record rows first or pass --db")
+        try:
+            conn = sqlite3.connect(
+                _readonly_uri(self.path), uri=True, timeout=self.timeout, isolation_level=None
+            )
+        except sqlite3.Error as err:
+            raise _error(err, self.path, self.timeout, readonly=True) from err
+        try:
+            with self._guard(readonly=True):
+                conn.execute("PRAGMA query_only = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _inspect(self, conn: sqlite3.Connection | sqlite3.Cursor) -> bool:
+        """True if the file has calib's schema, False if it is empty; anything else is a CalibError."""
+        with self._guard(readonly=True):
+            objects = conn.execute(
+                "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            ).fetchall()
+            tables = {str(name) for kind, name in objects if kind == "table"}
+            if not objects:
+                marks = [
+                    f"{pragma}={value}"
+                    for pragma in ("user_version", "application_id")
+                    if (value := conn.execute(f"PRAGMA {pragma}").fetchone()[0])
+                ]
+                if marks:
+                    raise CalibError(
+                        f"{self.path} is an SQLite database of another program ({', '.join(marks)}) and has "
+                        "no calib tables; calib does not add its tables to it - point --db at a new file"
+                    )
+                return False
+            missing = [t for t in _COLUMNS if t not in tables]
+            if missing:
+                shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+                raise CalibError(
+                    f"{self.path} is not a calib feedback database: it has tables {shown or '(none)'} but "
+                    f"no {', '.join(missing)}; calib does not add its tables to another program's "
+                    "database - point --db at calib's database or a new file"
+                )
+            for table, expected in _COLUMNS.items():
+                found = [(str(r[1]), str(r[2]).upper()) for r in conn.execute(f"PRAGMA table_info({table})")]
+                if found != expected:
+                    raise CalibError(
+                        f"{self.path}: table {table} has columns {_columns_text(found)}, calib expects "
+                        f"{_columns_text(expected)}; this is not calib's feedback database (or a damaged "
+                        "one) - point --db at calib's database or a new file"
+                    )
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is None:
+            raise CalibError(
+                f"feedback database {self.path} has calib's tables but no schema_version in table meta; it "
+                "is damaged - restore a backup or point --db at a new file"
+            )
+        if version[0] != SCHEMA_VERSION:
+            raise CalibError(
+                f"feedback database {self.path} has schema {str(version[0])[:40]!r}, this calib reads "
+                f"{SCHEMA_VERSION}; use a matching calib version or a new --db file"
+            )
+        return True
 
     def close(self) -> None:
         self._conn.close()
@@ -158,16 +338,26 @@ class FeedbackStore:
         self.close()
 
     @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
+    def _guard(self, readonly: bool | None = None) -> Iterator[None]:
         """Turn sqlite errors into one CalibError line."""
         try:
             yield
         except sqlite3.Error as err:
-            raise _error(err, self.path, self.timeout) from err
+            ro = self.readonly if readonly is None else readonly
+            raise _error(err, self.path, self.timeout, readonly=ro) from err
+        except (
+            UnicodeDecodeError
+        ) as err:  # sqlite3 decodes TEXT as UTF-8 itself and raises this, not an sqlite3.Error
+            raise _damaged(self.path, f"text that is not UTF-8: {err.reason} at byte {err.start}") from err
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
         """One write transaction: takes the write lock up front (BEGIN IMMEDIATE); all or nothing."""
+        if self.readonly:
+            raise CalibError(
+                f"feedback database {self.path} was opened read-only; open it with readonly=False "
+                "(`calib feedback record` or `refit`) to write"
+            )
         with self._guard():
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -223,6 +413,24 @@ class FeedbackStore:
         with self.transaction() as cur:
             return self.insert(cur, rows)
 
+    def _bad_row(self, row_id: Any, column: str, value: Any) -> CalibError:
+        return CalibError(
+            f"feedback database {self.path} is damaged: row id {str(row_id)[:20]} has {column} = "
+            f"{str(value)[:40]!r} ({type(value).__name__}); it was left untouched - restore a backup or point "
+            "--db at a new file"
+        )
+
+    def _checked(self, r: tuple) -> tuple:
+        """A stored (id, confidence, correct, ...) row with the types and ranges its table's CHECKs promise."""
+        row_id, confidence, correct = r[0], r[1], r[2]
+        if type(row_id) is not int:
+            raise self._bad_row(row_id, "id", row_id)
+        if type(confidence) not in (int, float) or not 0.0 <= confidence <= 1.0:  # NaN fails the range too
+            raise self._bad_row(row_id, "confidence", confidence)
+        if type(correct) is not int or correct not in (0, 1):
+            raise self._bad_row(row_id, "correct", correct)
+        return r
+
     def arrays(
         self, after_id: int = 0, cur: sqlite3.Cursor | None = None
     ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -237,15 +445,38 @@ class FeedbackStore:
             )
         if not rows:
             return np.zeros(0), np.zeros(0), int(after_id)
+        for r in rows:
+            self._checked(r)
         arr = np.asarray(rows, np.float64)
         return arr[:, 1], arr[:, 2], int(rows[-1][0])
 
     def rows(self, limit: int | None = None) -> list[FeedbackRow]:
         """All stored rows (or the last `limit`), oldest first."""
-        sql = "SELECT id, uid, question, answer, confidence, correct, source, created_at FROM feedback ORDER BY id"
+        sql = "SELECT id, confidence, correct, uid, question, answer, source, created_at FROM feedback"
         with self._guard():
-            found = self._conn.execute(sql).fetchall()
-        return [FeedbackRow(*r) for r in (found if limit is None else found[-limit:])]
+            if limit is None:
+                found = self._conn.execute(sql + " ORDER BY id").fetchall()
+            else:
+                found = self._conn.execute(
+                    sql + " ORDER BY id DESC LIMIT ?", (max(int(limit), 0),)
+                ).fetchall()
+                found.reverse()
+        out = []
+        for r in found:
+            row_id, confidence, correct, uid, question, answer, source, created_at = self._checked(r)
+            for column, value in (("uid", uid), ("question", question), ("answer", answer)):
+                if type(value) is not str:
+                    raise self._bad_row(row_id, column, value)
+            if source is not None and type(source) is not str:
+                raise self._bad_row(row_id, "source", source)
+            if type(created_at) not in (int, float):
+                raise self._bad_row(row_id, "created_at", created_at)
+            out.append(
+                FeedbackRow(
+                    row_id, uid, question, answer, float(confidence), correct, source, float(created_at)
+                )
+            )
+        return out
 
     def count(self) -> int:
         with self._guard():
@@ -262,11 +493,18 @@ class FeedbackStore:
         if found is None:
             return None, 0
         try:
-            return json.loads(found[0]), int(found[1])
-        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            if type(found[0]) is not str:
+                raise TypeError(f"state is {type(found[0]).__name__}, not JSON text")
+            if type(found[1]) is not int or found[1] < 0:
+                raise TypeError(f"last_row_id is {str(found[1])[:20]!r}, not a row id")
+            state = json.loads(found[0])
+            if not isinstance(state, dict):
+                raise TypeError(f"state is a JSON {type(state).__name__}, not an object")
+            return state, found[1]
+        except (TypeError, ValueError, RecursionError) as err:
             raise CalibError(
-                f"calibrator {name!r} in {self.path} has a damaged state ({err}); the feedback rows are intact - "
-                "rebuild it with `calib feedback refit --full`"
+                f"calibrator {name!r} in {self.path} has a damaged state ({str(err)[:200]}); the feedback rows "
+                "are intact - rebuild it with `calib feedback refit --full`"
             ) from err
 
     def save_state(self, cur: sqlite3.Cursor, name: str, state: dict, last_row_id: int) -> None:
@@ -280,7 +518,14 @@ class FeedbackStore:
 
     def calibrator_names(self) -> list[str]:
         with self._guard():
-            return [r[0] for r in self._conn.execute("SELECT name FROM calibrators ORDER BY name")]
+            names = [r[0] for r in self._conn.execute("SELECT name FROM calibrators ORDER BY name")]
+        for name in names:
+            if type(name) is not str:
+                raise CalibError(
+                    f"feedback database {self.path} is damaged: a calibrator name is {str(name)[:40]!r} "
+                    f"({type(name).__name__}); it was left untouched - restore a backup or point --db at a new file"
+                )
+        return names
 
     def check(self) -> str:
         """SQLite's integrity check: "ok", or the first problem it reports."""

@@ -151,7 +151,8 @@ class TemperatureScaler(RecalibrationModel):
 
     @classmethod
     def from_parts(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        return cls(**params)
+        _checks.field_keys(params, arrays, {"temperature"}, set())
+        return cls(_checks.field_number(params, "temperature", minimum=0.0, above=True))
 
 
 def token_logits(
