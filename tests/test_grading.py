@@ -103,6 +103,9 @@ PLANET = Example("t/earth", "Counting from the Sun, which planet is the Earth?",
 HARD_CASES = [
     # (example, answer, correct): disowned or hedged answers are wrong
     (CANBERRA, "Canberra is wrong", 0),
+    (CANBERRA, "Canberra, Australia", 1),  # the rest only repeats the question
+    (CANBERRA, "Canberra, Sydney", 0),
+    (CANBERRA, "Sydney, Australia", 0),
     (CANBERRA, "Sydney. Canberra is a common mistake", 0),
     (CANBERRA, "Canberra is a common mistake", 0),
     (CANBERRA, "Canberra is incorrect.", 0),

@@ -132,6 +132,9 @@ def _readings(sentence: str, question: str | None) -> list[str]:
             return found
         sentence = parts[0].strip()
         found.append(sentence)
+    place = re.match(r"^([^,]+),\s*([^,]+)$", sentence)
+    if place and question and _content(place.group(2)) and _content(place.group(2)) <= _content(question):
+        found.append(place.group(1).strip())  # 'Canberra, Australia': the rest only repeats the question
     copula = _COPULA.search(sentence)
     if copula:
         subject, predicate = sentence[: copula.start()].strip(), sentence[copula.end() :].strip()
