@@ -33,6 +33,10 @@ class RunResult:
 
 def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> RunResult:
     """Run (or resume) the whole job described by cfg and write its outputs into run_dir."""
+    if cfg.study.name is not None:  # a study preset (calib.studies): same stages and store, its own outputs
+        from calib.studies import run_study
+
+        return run_study(cfg, run_dir, print_summary)
     from calib.cache import check_writable, enable_compilation_cache
     from calib.decode.generate import encode_prompts
     from calib.estimators import available_needs
