@@ -6,9 +6,10 @@ with `prompt_index_offset` = the shard's first prompt, so its samples are those 
 rounding: batch composition changes matmul rounding by ~1e-6, which is why shard_size is part of the key), and the
 fixed shard size keeps compiled shapes repeating. A shard holds one folder per pass (pass0 = the answers, pass1..R =
 the revised ones), written whole under a temporary name and renamed (safetensors for the ragged token arrays, JSON
-for texts); with revise passes also `revision.safetensors`, the token counts and revised flags of
-calib.decode.revise.Revision that compute-aware studies read (calib.studies.scaling); the artifact's meta.json is written after the last shard, which marks it complete. A rerun after
-`kill -9` skips every shard already on disk and produces bit-identical generations.
+for texts; with revise passes also `revision.safetensors`, the token counts and revised flags of
+calib.decode.revise.Revision that the scaling study reads); the artifact's meta.json is written after the last
+shard, which marks it complete. A rerun after `kill -9` skips every shard already on disk and produces
+bit-identical generations.
 """
 
 from __future__ import annotations
@@ -48,9 +49,7 @@ class DecodingSpec:
     revise_passes: int = 0  # R: times each answer is revised after a cue, continuing its KV cache
     cue: str = "self_check"  # calib.decode.revise.CUES
     style: str | None = None  # prompt style the cue is rendered in (chat / completion)
-    include_greedy: bool = (
-        True  # False: K sampled rows only, no greedy row first (one sample per T of a sweep)
-    )
+    include_greedy: bool = True  # False: the K sampled rows only (one sample per T of a temperature sweep)
     top_logprobs: int = 5  # top tokens stored per step (post-hoc re-tempering reads more of them)
 
 
