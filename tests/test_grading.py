@@ -53,8 +53,9 @@ def test_wrong_answers_are_wrong_with_a_soft_score():
 
 
 def test_containment_on_and_off():
-    assert grade(CANBERRA, "Canberra, Australia") == 0.0
-    assert grade(CANBERRA, "Canberra, Australia", containment=True) == 1.0
+    assert grade(CANBERRA, "Canberra, in the ACT") == 0.0
+    assert grade(CANBERRA, "Canberra, in the ACT", containment=True) == 1.0
+    assert grade(CANBERRA, "Canberra, Australia") == 1.0  # the rest only repeats the question
     assert grade(CANBERRA, "It is Sydney, not Canberra's rival", containment=False) == 0.0
     assert grade(CANBERRA, "Melbourne, Australia", containment=True) == 0.0
 

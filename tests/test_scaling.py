@@ -1,17 +1,24 @@
-"""The scaling study on tiny-llama: its K = 1, R = 0 point equals the plain runner, it writes every table and
-figure, resumes without regenerating, and its tables agree with independent computations."""
+"""The scaling study on tiny-llama, run as `calib experiment=scaling`: its K = 1, R = 0 point equals the plain runner,
+it writes every table and figure into the run folder, a rerun reuses the stored generation, and its tables agree
+with independent computations."""
 
-import copy
+import json
+import logging
+import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from calib.cli import main
 from calib.decode.revise import Revision, get_cue
 from calib.errors import CalibError
 from calib.estimators.synthetic import generations_from
-from calib.pipeline import RunConfig, run
+from calib.pipeline import run
+from calib.pipeline.config import MetricsConfig, ScalingStudyConfig, compose, validate
+from calib.pipeline.store import ArtifactStore
 from calib.plots import save_figure
 from calib.studies import scaling, scaling_report, scaling_tables
 from calib.tasks import Example
@@ -24,38 +31,79 @@ ESTIMATORS = [
     "self_consistency",
     "revision_stability",
 ]
-METRICS = ["auroc", "brier", "ece", "prr"]
+TINY = [
+    "model=tiny-llama",
+    "task.limit=5",
+    "decoding.max_new_tokens=5",
+    "decoding.shard_size=3",
+    "estimators.exclude=[]",
+    "estimators.semantic=exact",
+    "metrics.names=[auroc,brier,ece,prr]",
+    "metrics.show=[auroc]",
+    "metrics.n_resamples=20",
+    "metrics.groups=false",
+    "progress=false",
+]
+GRID = [
+    "study.scaling.samples=[1,2]",
+    "study.scaling.passes=2",
+    "study.scaling.gates=[msp]",
+    "study.scaling.fractions=[0.0,0.4,1.0]",
+]
+QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # in-process Hydra must leave logging alone
+FIGURES = [
+    "auroc_vs_compute",
+    "prr_vs_compute",
+    "ece_vs_compute",
+    "brier_vs_compute",
+    "per_pass",
+    "transitions",
+]
 
 
-def small_config(tmp) -> RunConfig:
-    cfg = RunConfig()
-    cfg.model.name = "tiny-llama"
-    cfg.task.limit = 5
-    cfg.decoding.num_samples = 1
-    cfg.decoding.max_new_tokens = 5
-    cfg.decoding.shard_size = 3
-    cfg.estimators.names = list(ESTIMATORS[:4])  # what a K = 1 run can feed
-    cfg.estimators.semantic = "exact"
-    cfg.metrics.names = list(METRICS)
-    cfg.metrics.show = ["auroc"]
-    cfg.metrics.n_resamples = 20
-    cfg.metrics.groups = False
-    cfg.report.figures = False
-    cfg.artifacts_dir = str(tmp / "artifacts")
-    cfg.progress = False
-    return cfg
+def calib(run_dir, artifacts, *overrides: str) -> None:
+    """`calib experiment=scaling ...` on tiny settings, in this process."""
+    main(
+        [
+            "experiment=scaling",
+            *TINY,
+            *GRID,
+            f"estimators.names=[{','.join(ESTIMATORS)}]",
+            f"artifacts_dir={artifacts}",
+            f"hydra.run.dir={run_dir}",
+            *QUIET,
+            *overrides,
+        ]
+    )
+
+
+def read_study(run_dir) -> SimpleNamespace:
+    """The study's tables as it left them in the run folder."""
+    tables = {
+        n: pd.read_csv(run_dir / f"{n}.csv") for n in ("points", "accuracy", "differences", "transitions")
+    }
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return SimpleNamespace(
+        out=run_dir,
+        adaptive=pd.read_csv(run_dir / "adaptive.csv"),
+        confidences=pd.read_parquet(run_dir / "confidences.parquet"),
+        manifest=manifest,
+        meta=manifest["summary"],
+        **tables,
+    )
 
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("scaling")
-    plain = run(small_config(tmp), tmp / "runner", print_summary=False)
-    cfg = copy.deepcopy(small_config(tmp))
-    cfg.estimators.names = list(ESTIMATORS)
-    cfg.report.formats = ["png"]  # figures stay off here: test_figures draws two of them
-    study_cfg = scaling.StudyConfig(cfg, samples=(1, 2), passes=2, gates=("msp",), fractions=(0.0, 0.4, 1.0))
-    study = scaling.run_study(study_cfg, tmp / "study", progress=False)
-    return plain, study, study_cfg
+    plain = compose(
+        ["experiment=scaling", *TINY, "study.name=null", "decoding.num_samples=1", "report.figures=false"]
+    )
+    plain.estimators.names = list(ESTIMATORS[:4])  # what a K = 1 run can feed
+    plain.artifacts_dir = str(tmp / "artifacts")
+    runner = run(plain, tmp / "runner", print_summary=False)
+    calib(tmp / "study", tmp / "artifacts")
+    return runner, read_study(tmp / "study"), tmp
 
 
 def test_k1_r0_point_equals_the_plain_runner(both):
@@ -76,7 +124,7 @@ def test_k1_r0_point_equals_the_plain_runner(both):
     assert accuracy.loc[(1, 0), "accuracy"] == pytest.approx(plain.manifest["summary"]["accuracy"])
 
 
-def test_every_table_is_written(both):
+def test_every_table_and_figure_is_written_into_the_run_folder(both):
     _, study, _ = both
     for name in (
         "points.csv",
@@ -87,9 +135,12 @@ def test_every_table_is_written(both):
         "answers.csv",
         "confidences.parquet",
         "summary.md",
-        "meta.json",
+        "manifest.json",
+        "config.yaml",
     ):
         assert (study.out / name).stat().st_size > 0, name
+    for name in [*FIGURES, "adaptive"]:
+        assert (study.out / "figures" / f"{name}.png").stat().st_size > 1000, name
     grid = {(k, r) for k in (1, 2) for r in range(3)}
     assert set(zip(study.points["K"], study.points["R"])) == grid
     present = study.points.groupby(["K", "R"])["estimator"].apply(set)
@@ -97,6 +148,7 @@ def test_every_table_is_written(both):
     assert "revision_stability" in present[(1, 1)] and "revision_stability" not in present[(2, 0)]
     summary = (study.out / "summary.md").read_text()
     assert "## Accuracy and compute" in summary and "## Transitions" in summary and "## Adaptive" in summary
+    assert study.manifest["study"] == "scaling" and study.meta["samples"] == [1, 2]
 
 
 def test_compute_grows_with_samples_and_passes_and_matches_the_token_counts(both):
@@ -140,21 +192,21 @@ def test_tables_agree_with_direct_computation(both):
     assert every["processed_tokens"] == pytest.approx(acc.loc[(1, 2), "processed_tokens"])
 
 
-def test_a_second_study_reuses_the_stored_generation(both, monkeypatch):
-    _, study, cfg = both
-    from calib.models import load_model
-    from calib.pipeline import stages
-
-    def fail(*args, **kwargs):
-        raise AssertionError("regenerated")
-
-    lm = load_model("tiny-llama")
-    prompts = stages.build_prompts(stages.load_examples(cfg.run.task), lm, cfg.run.task)
-    monkeypatch.setattr(scaling, "revise", fail)
-    rv = scaling.generate_passes(lm, prompts, cfg, lm.prompt_style, study.out, progress=False)
-    answers = pd.read_csv(study.out / "answers.csv")
-    assert [row[0] for row in rv.passes[2].texts] == list(answers["answer_2"].fillna(""))
-    assert rv.decoded.shape == (3, 5, 3) and len(rv.histories) == 5
+def test_a_rerun_reuses_the_stored_generation(both):
+    _, study, tmp = both
+    calib(tmp / "again", tmp / "artifacts")
+    again = read_study(tmp / "again")
+    record = again.manifest["stages"]["generate"]["passes"]
+    assert record["cached"] and record["generated_shards"] == 0 and record["reused_shards"] == 2
+    assert record["key"] == study.manifest["stages"]["generate"]["passes"]["key"]
+    first = pd.read_csv(study.out / "answers.csv")
+    assert pd.read_csv(tmp / "again" / "answers.csv").equals(first)
+    store = ArtifactStore(tmp / "artifacts")
+    assert (
+        record["key"] in store.keys("generate") and len(store.keys("generate")) == 2
+    )  # + the K = 1 runner's
+    passes = store.path("generate", record["key"]) / "shards" / "000000-000003"
+    assert sorted(p.name for p in passes.iterdir()) == ["pass0", "pass1", "pass2", "revision.safetensors"]
 
 
 def test_figures(both, tmp_path):
@@ -196,9 +248,9 @@ def test_adaptive_revision_by_hand():
     correct = np.array([[1, 0, 0, 1], [1, 1, 0, 0]], float)
     conf = np.array([0.9, 0.1, np.nan, 0.5])  # NaN counts as least confident: revise order 2, 1, 3, 0
     confidences = {(1, 0): {"msp": conf}, (1, 1): {"msp": np.array([0.8, 0.7, 0.2, 0.3])}}
-    cfg = scaling.StudyConfig(RunConfig(), samples=(1,), passes=1, gates=("msp",), fractions=(0.5, 0.75))
+    grid = ScalingStudyConfig(samples=[1], passes=1, gates=["msp"], fractions=[0.5, 0.75])
     table = scaling_tables.adaptive_table(
-        fake_revision(decoded), confidences, correct, cfg, flops_per_token=2
+        fake_revision(decoded), confidences, correct, grid, MetricsConfig(), flops_per_token=2
     )
     half, most = table.iloc[0], table.iloc[1]
     assert half["revised"] == 2 and half["threshold"] == 0.5  # questions 2 and 1 revised
@@ -227,25 +279,43 @@ def test_majority_vote_and_transitions_by_hand():
     assert (t["fixed"], t["broke"], t["kept_correct"], t["kept_wrong"], t["changed"]) == (1, 1, 1, 0, 2)
 
 
-def test_command_line_reads_the_preset_and_checks_the_grid(tmp_path):
-    cfg, out, progress = scaling.parse_args(
-        [
-            "--out",
-            str(tmp_path),
-            "--model",
-            "tiny-llama",
-            "--limit",
-            "3",
-            "--samples",
-            "1,4",
-            "--quiet",
-            "decoding.max_new_tokens=7",
-        ]
-    )
-    assert (cfg.run.model.name, cfg.run.task.name, cfg.run.task.limit) == ("tiny-llama", "mixed", 3)
-    assert cfg.run.metrics.names == ["auroc", "prr", "ece", "brier"] and cfg.run.decoding.max_new_tokens == 7
-    assert cfg.samples == (1, 4) and cfg.passes == 2 and out == tmp_path and not progress
-    with pytest.raises(CalibError, match="increasing sample counts"):
-        scaling.check_config(scaling.StudyConfig(cfg.run, samples=(4, 1)))
-    with pytest.raises(CalibError, match="unknown revise cue"):
-        scaling.check_config(scaling.StudyConfig(cfg.run, cue="shout"))
+def test_the_preset_is_the_study_and_its_grid_is_checked():
+    cfg = compose(["experiment=scaling", "task.limit=3", "study.scaling.samples=[1,4]"])
+    assert (cfg.study.name, cfg.task.name, cfg.task.limit) == ("scaling", "mixed", 3)
+    assert cfg.metrics.names == ["auroc", "prr", "ece", "brier"]
+    assert cfg.study.scaling.samples == [1, 4] and cfg.study.scaling.passes == 2
+    for override, message in (
+        ("study.scaling.samples=[4,1]", "study.scaling.samples=[4, 1] is not allowed: give increasing"),
+        ("study.scaling.cue=shout", "study.scaling.cue='shout' is not allowed"),
+        ("study.scaling.gates=[nope]", "study.scaling.gates='nope' is not allowed"),
+        ("study.name=scalin", "study.name='scalin' is not allowed"),
+    ):
+        with pytest.raises(CalibError, match=re.escape(message)):
+            validate(compose(["experiment=scaling", override]))
+
+
+def test_a_multirun_over_the_preset_runs_each_study_and_skips_the_comparison(tmp_path, caplog):
+    sweep = tmp_path / "sweep"
+    with caplog.at_level(logging.WARNING, logger="calib"):
+        main(
+            [
+                "-m",
+                "experiment=scaling",
+                *TINY,
+                "task.limit=2,3",
+                "study.scaling.samples=[1]",
+                "study.scaling.passes=1",
+                "study.scaling.gates=[msp]",
+                "estimators.names=[msp]",
+                "report.figures=false",
+                f"artifacts_dir={tmp_path / 'artifacts'}",
+                f"hydra.sweep.dir={sweep}",
+                *QUIET,
+            ]
+        )
+    for job, n in (("0", 2), ("1", 3)):
+        accuracy = pd.read_csv(sweep / job / "accuracy.csv")
+        assert (sweep / job / "summary.md").is_file() and set(accuracy["R"]) == {0, 1}, job
+        assert json.loads((sweep / job / "manifest.json").read_text())["summary"]["questions"] == n
+    assert not (sweep / "compare.md").exists()
+    assert "these are scaling study runs, whose tables are in each run folder" in caplog.text

@@ -1,6 +1,7 @@
-"""The temperature sweep study on tiny-llama: it writes every output, post-hoc accuracy is fixed while decoding
-accuracy comes from re-generated answers, the same seed gives the same tables, a rerun reuses the stored
-generations, calibrators never see a test label, and bad input is one line.
+"""The temperature sweep study on tiny-llama, run as `calib experiment=temperature_sweep`: it writes every output
+into the run folder, post-hoc accuracy is fixed while decoding accuracy comes from re-generated answers, the same
+seed gives the same tables, a rerun reuses the stored generations, calibrators never see a test label, and bad
+input is one line.
 
 tiny-llama (random weights) is never right, so the study runs here with a stand-in grader (a fixed coin flip per
 question and answer text): the grading path is the study's own, and both classes occur."""
@@ -14,9 +15,13 @@ import pytest
 from test_recalibrate_splits import SpyCalibrator  # the split-discipline spy, reused
 
 import calib.tasks
+from calib.cli import main
 from calib.metrics import ece
 from calib.models import load_model
 from calib.pipeline import RunConfig, stages
+from calib.pipeline.config import compose
+from calib.pipeline.run import run as run_job
+from calib.pipeline.store import ArtifactStore
 from calib.recalibrate import split_by_ids
 from calib.studies import temperature as study
 from calib.studies import temperature_report
@@ -31,15 +36,22 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-def small_config() -> study.StudyConfig:
-    cfg = RunConfig()
-    cfg.model.name = "tiny-llama"
-    cfg.task.limit = 10
-    cfg.decoding.max_new_tokens = 5
-    cfg.decoding.shard_size = 5
-    cfg.metrics.n_resamples = 20
-    cfg.progress = False
-    return study.StudyConfig(cfg, temperatures=TEMPS, max_reference_tokens=60)
+TINY = [
+    "model=tiny-llama",
+    "task.limit=10",
+    "decoding.max_new_tokens=5",
+    "decoding.shard_size=5",
+    "metrics.n_resamples=20",
+    "progress=false",
+    "study.temperature_sweep.temperatures=[0.7,1.3]",
+    "study.temperature_sweep.max_reference_tokens=60",
+]
+
+
+def small_config(artifacts=None) -> RunConfig:
+    cfg = compose(["experiment=temperature_sweep", *TINY])
+    cfg.artifacts_dir = str(artifacts)
+    return cfg
 
 
 def coin_grade(ex, answer, **options) -> Grade:
@@ -54,34 +66,42 @@ def coin_grading():
         yield
 
 
-def run(out) -> study.StudyResult:
+def run(run_dir, artifacts) -> study.StudyResult:
     with coin_grading():
-        return study.run_study(small_config(), out, progress=False)
+        return run_job(small_config(artifacts), run_dir, print_summary=False)
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    return run(tmp_path_factory.mktemp("tsweep") / "a")
+    tmp = tmp_path_factory.mktemp("tsweep")
+    return run(tmp / "a", tmp / "artifacts")
 
 
 def answers_of(result) -> pd.DataFrame:
-    return pd.read_csv(result.out / "answers.csv", keep_default_na=False)
+    return pd.read_csv(result.run_dir / "answers.csv", keep_default_na=False)
 
 
 def test_every_output_is_written(result):
-    names = (*TABLES, "sweep_decoding.md", "sweep_posthoc.md", "calibrators.md", "summary.md", "meta.json")
+    names = (
+        *TABLES,
+        "sweep_decoding.md",
+        "sweep_posthoc.md",
+        "calibrators.md",
+        "summary.md",
+        "manifest.json",
+    )
     for name in names:
-        assert (result.out / name).stat().st_size > 0, name
-    assert (result.out / "sweep.png").stat().st_size > 1000
-    decoding = pd.read_csv(result.out / "sweep_decoding.csv")
+        assert (result.run_dir / name).stat().st_size > 0, name
+    assert (result.run_dir / "sweep.png").stat().st_size > 1000
+    decoding = pd.read_csv(result.run_dir / "sweep_decoding.csv")
     assert set(zip(decoding["confidence"], decoding["T"])) == {
         (c, t) for c in ("model", "sampling") for t in TEMPS
     }
-    summary = (result.out / "summary.md").read_text()
+    summary = (result.run_dir / "summary.md").read_text()
     for heading in ("## Decoding temperature", "## Post-hoc temperature", "## Fitted token temperature"):
         assert heading in summary
     assert result.meta["reference_tokens"] <= 60 and result.fitted is not None
-    calibrators = pd.read_csv(result.out / "calibrators.csv")
+    calibrators = pd.read_csv(result.run_dir / "calibrators.csv")
     methods = list(calibrators["method"])
     assert methods[:5] == ["uncalibrated", *study.CALIBRATORS] and methods[5].startswith("temperature (T = ")
     assert calibrators["ece"].notna().all()  # both classes: every calibrator could be fitted
@@ -89,13 +109,13 @@ def test_every_output_is_written(result):
 
 def test_posthoc_accuracy_is_fixed_and_decoding_accuracy_comes_from_the_new_answers(result):
     answers = answers_of(result)
-    posthoc = pd.read_csv(result.out / "sweep_posthoc.csv")
+    posthoc = pd.read_csv(result.run_dir / "sweep_posthoc.csv")
     kept = answers["greedy"] != ""  # an empty answer has no confidence and is left out
     np.testing.assert_allclose(posthoc["accuracy"], answers.loc[kept, "greedy_correct"].mean(), rtol=1e-6)
     assert posthoc["accuracy"].nunique() == 1
     assert (posthoc["n"] == kept.sum()).all()
     assert list(answers["T0.7"]) != list(answers["T1.3"]) != list(answers["greedy"])  # re-sampled at each T
-    rows = pd.read_csv(result.out / "sweep_decoding.csv").set_index(["confidence", "T"])
+    rows = pd.read_csv(result.run_dir / "sweep_decoding.csv").set_index(["confidence", "T"])
     for t in TEMPS:
         mine = answers[answers[f"T{t:g}"] != ""]
         for confidence in ("model", "sampling"):
@@ -104,18 +124,24 @@ def test_posthoc_accuracy_is_fixed_and_decoding_accuracy_comes_from_the_new_answ
     assert list(answers["T0.7_correct"]) != list(answers["T1.3_correct"])  # graded anew at each T
 
 
-def test_same_seed_gives_identical_tables_and_a_rerun_reuses_the_generations(result, tmp_path, monkeypatch):
-    again = run(tmp_path / "b")
+def test_same_seed_gives_identical_tables_and_a_rerun_reuses_the_generations(result, tmp_path):
+    again = run(tmp_path / "b", tmp_path / "artifacts")  # a fresh store: everything generated anew
     for name in TABLES:
-        assert (again.out / name).read_text() == (result.out / name).read_text(), name
+        assert (again.run_dir / name).read_text() == (result.run_dir / name).read_text(), name
+    generated = again.manifest["stages"]["generate"]
+    assert sorted(generated) == ["T=0.7", "T=1.3", "greedy"] and not any(
+        r["cached"] for r in generated.values()
+    )
+    keys = ArtifactStore(tmp_path / "artifacts").keys("generate")
+    assert sorted(keys) == sorted(r["key"] for r in generated.values())  # greedy once, one artifact per T
 
-    def fail(*args, **kwargs):
-        raise AssertionError("regenerated")
-
-    monkeypatch.setattr(study, "generate", fail)
-    cached = run(tmp_path / "b")
+    cached = run(tmp_path / "c", tmp_path / "artifacts")
     for name in TABLES:
-        assert (cached.out / name).read_text() == (result.out / name).read_text(), name
+        assert (cached.run_dir / name).read_text() == (result.run_dir / name).read_text(), name
+    reused = cached.manifest["stages"]["generate"]
+    assert all(r["cached"] and r["generated_shards"] == 0 for r in reused.values())
+    assert {k: r["key"] for k, r in reused.items()} == {k: r["key"] for k, r in generated.items()}
+    assert ArtifactStore(tmp_path / "artifacts").keys("generate") == keys
 
 
 def test_calibrators_never_see_test_labels(result):
@@ -136,10 +162,11 @@ def test_calibrators_never_see_test_labels(result):
 
     # the token temperature: scrambling the test questions' reference tokens changes nothing
     lm = load_model("tiny-llama")
-    cfg = small_config().run
+    cfg = small_config()
     examples = stages.load_examples(cfg.task)
     prompts = stages.build_prompts(examples, lm, cfg.task)
-    logits, tokens, question = study.reference_logits(lm, examples, prompts, lm.prompt_style, 60)
+    style = stages.prompt_style(cfg.task, lm)
+    logits, tokens, question = study.reference_logits(lm, examples, prompts, style, 60)
     full = split_by_ids([ex.id for ex in examples], 0.5)
     test = np.isin(question, full.test)
     scrambled = tokens.copy()
@@ -173,31 +200,48 @@ def test_calibrator_table_scores_test_rows_only():
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "override, message",
     [
-        (["--temperatures", "0,1"], "temperature: got 0.0"),
-        (["--temperatures", ""], "the list is empty"),
-        (["--temperatures", "1,hot"], "cannot read"),
-        (["--model", "nope"], "model.name='nope' is not allowed"),
+        (
+            "study.temperature_sweep.temperatures=[0,1]",
+            "study.temperature_sweep.temperatures=[0.0, 1.0] is not",
+        ),
+        ("study.temperature_sweep.temperatures=[]", "give distinct values"),
+        ("study.temperature_sweep.temperatures=[1,hot]", "study.temperature_sweep.temperatures"),
+        ("study.temperature_sweep.calibrators=[platt,magic]", "study.temperature_sweep.calibrators='magic'"),
+        ("model.name=nope", "model.name='nope' is not allowed"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, override, message):
+    artifacts, run_dir = tmp_path / "artifacts", tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
-        study.main(["--out", str(tmp_path), "--model", "tiny-llama", "--quiet", *args])
+        main(
+            [
+                "experiment=temperature_sweep",
+                "model=tiny-llama",
+                override,
+                f"artifacts_dir={artifacts}",
+                f"hydra.run.dir={run_dir}",
+                "hydra/job_logging=none",  # in-process Hydra must leave pytest's logging alone
+                "hydra/hydra_logging=none",
+            ]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
-    assert not any(tmp_path.iterdir())  # nothing generated
+    assert not artifacts.exists() and not run_dir.exists()  # nothing generated
 
 
-def test_command_line_reads_the_preset():
-    cfg, _, progress = study.parse_args(
-        ["--out", "x", "--limit", "3", "--temperatures", "0.8,1.2", "--quiet"]
+def test_the_preset_is_the_study():
+    cfg = compose(
+        ["experiment=temperature_sweep", "task.limit=3", "study.temperature_sweep.temperatures=[0.8,1.2]"]
     )
-    assert (cfg.run.model.name, cfg.run.task.name, cfg.run.task.limit) == (
+    assert (cfg.study.name, cfg.model.name, cfg.task.name, cfg.task.limit) == (
+        "temperature_sweep",
         "smollm2-135m-instruct",
         "mixed",
         3,
     )
-    assert cfg.temperatures == (0.8, 1.2) and cfg.run.decoding.shard_size == 25 and not progress
-    assert cfg.calibrators == study.CALIBRATORS and cfg.run.metrics.names == ["ece", "brier", "auroc"]
+    t = cfg.study.temperature_sweep
+    assert t.temperatures == [0.8, 1.2] and cfg.decoding.shard_size == 25 and t.top_logprobs == 20
+    assert tuple(t.calibrators) == study.CALIBRATORS and cfg.metrics.names == ["ece", "brier", "auroc"]

@@ -1,6 +1,7 @@
 """`calib compare`: one table (and plot) of the metrics of many runs, e.g. every run of a sweep.
 
-A run is any folder holding the `metrics.csv` and `manifest.json` a calib run writes. Runs are labelled by the
+A run is any folder holding the `metrics.csv` and `manifest.json` a calib run writes (a study run, e.g.
+`calib experiment=scaling`, writes its own tables instead and is not compared). Runs are labelled by the
 overrides in which they differ (read from Hydra's `.hydra/overrides.yaml`), so a sweep over
 decoding.num_samples=1,5,10 gives columns `decoding.num_samples=1`, `...=5`, `...=10`. After a multirun the
 `CompareCallback` (configs/config.yaml) writes compare.csv / compare.md / compare.png into the sweep folder.
@@ -35,10 +36,24 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
         ]
         runs += [r for r in found if r not in runs]
     if not runs:
+        studies = sorted({s for path in map(Path, paths) for s in study_names(path)})
+        why = (
+            f"; these are {', '.join(studies)} study runs, whose tables are in each run folder"
+            if studies
+            else ""
+        )
         raise CalibError(
-            f"compare: no finished runs (folders with metrics.csv) under {', '.join(map(str, paths))}"
+            f"compare: no finished runs (folders with metrics.csv) under {', '.join(map(str, paths))}{why}"
         )
     return runs
+
+
+def study_names(path: Path) -> list[str]:
+    """Studies (calib.studies) run at or below path: they write their own tables, no metrics.csv to compare."""
+    import json
+
+    manifests = [p for p in [path / "manifest.json", *path.rglob("*/manifest.json")] if p.is_file()]
+    return [name for p in manifests if (name := json.loads(p.read_text()).get("study"))]
 
 
 def _overrides(run: Path) -> dict[str, str]:

@@ -111,6 +111,40 @@ class ReportConfig:
 
 
 @dataclass
+class ScalingStudyConfig:
+    """study.scaling: the grid of the inference-time scaling study (calib.studies.scaling). It generates once with
+    decoding.num_samples = max(samples), decoding.revise_passes = passes and decoding.cue = cue."""
+
+    samples: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # K values, increasing
+    passes: int = 2  # R: revise passes after the first answer
+    cue: str = "self_check"  # a name of calib.decode.revise.CUES
+    gates: list[str] = field(default_factory=lambda: ["msp", "self_consistency"])  # who to revise (adaptive)
+    fractions: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # shares revised
+
+
+@dataclass
+class TemperatureStudyConfig:
+    """study.temperature_sweep: the decoding / post-hoc temperature grid and the calibrators fitted
+    (calib.studies.temperature). decoding.temperature and decoding.num_samples are not read."""
+
+    temperatures: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3])
+    calibration_fraction: float = 0.5  # share of questions (by id hash) the calibrators are fitted on
+    calibrators: list[str] = field(default_factory=lambda: ["platt", "beta", "isotonic", "histogram"])
+    max_reference_tokens: int = 2000  # teacher-forced logits take tokens x vocabulary x 4 bytes on the host
+    top_logprobs: int = 20  # stored per token; post-hoc re-tempering approximates the tail beyond them
+
+
+STUDIES = ("scaling", "temperature_sweep")
+
+
+@dataclass
+class StudyConfig:
+    name: str | None = None  # null: the main job; scaling | temperature_sweep: that study (calib.studies)
+    scaling: ScalingStudyConfig = field(default_factory=ScalingStudyConfig)
+    temperature_sweep: TemperatureStudyConfig = field(default_factory=TemperatureStudyConfig)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -118,6 +152,7 @@ class RunConfig:
     estimators: EstimatorsConfig = field(default_factory=EstimatorsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     artifacts_dir: str = "${oc.env:CALIB_ARTIFACTS_DIR,out/artifacts}"  # shared by every run
     progress: bool = True
 
@@ -301,3 +336,46 @@ def validate(cfg: RunConfig) -> None:
         _fail("metrics.alpha", mc.alpha, "use a number in (0, 1), e.g. 0.05 for 95% intervals")
     _positive("report.risk_coverage_top", cfg.report.risk_coverage_top)
     _names("report.formats", cfg.report.formats, ["png", "pdf", "svg"])
+    validate_study(cfg.study)
+
+
+def validate_study(s: StudyConfig) -> None:
+    """The options of the study named by study.name (the other study's options are not read)."""
+    _choice("study.name", s.name, [None, *STUDIES])
+    if s.name == "scaling":
+        from calib.decode.revise import CUES
+        from calib.estimators import list_estimators
+
+        g = s.scaling
+        if not g.samples or min(g.samples) < 1 or list(g.samples) != sorted(set(g.samples)):
+            _fail(
+                "study.scaling.samples",
+                list(g.samples),
+                "give increasing sample counts >= 1, e.g. [1,2,4,8,16]",
+            )
+        _positive("study.scaling.passes", g.passes, minimum=0)
+        _choice("study.scaling.cue", g.cue, sorted(CUES))
+        _names("study.scaling.gates", g.gates, list_estimators())
+        if any(not 0.0 <= f <= 1.0 for f in g.fractions):
+            _fail("study.scaling.fractions", list(g.fractions), "shares of questions revised lie in [0, 1]")
+    if s.name == "temperature_sweep":
+        from calib.recalibrate import calibrator_kinds
+
+        t = s.temperature_sweep
+        if not t.temperatures or len(set(t.temperatures)) != len(t.temperatures):
+            _fail(
+                "study.temperature_sweep.temperatures",
+                list(t.temperatures),
+                "give distinct values, e.g. [0.7,1,1.3]",
+            )
+        if not all(math.isfinite(x) and x > 0 for x in t.temperatures):
+            _fail("study.temperature_sweep.temperatures", list(t.temperatures), "use finite numbers > 0")
+        if not 0 < t.calibration_fraction < 1:
+            _fail(
+                "study.temperature_sweep.calibration_fraction",
+                t.calibration_fraction,
+                "use a number in (0, 1)",
+            )
+        _names("study.temperature_sweep.calibrators", t.calibrators, list(calibrator_kinds()))
+        _positive("study.temperature_sweep.max_reference_tokens", t.max_reference_tokens)
+        _positive("study.temperature_sweep.top_logprobs", t.top_logprobs)

@@ -6,8 +6,10 @@ with `prompt_index_offset` = the shard's first prompt, so its samples are those 
 rounding: batch composition changes matmul rounding by ~1e-6, which is why shard_size is part of the key), and the
 fixed shard size keeps compiled shapes repeating. A shard holds one folder per pass (pass0 = the answers, pass1..R =
 the revised ones), written whole under a temporary name and renamed (safetensors for the ragged token arrays, JSON
-for texts); the artifact's meta.json is written after the last shard, which marks it complete. A rerun after
-`kill -9` skips every shard already on disk and produces bit-identical generations.
+for texts; with revise passes also `revision.safetensors`, the token counts and revised flags of
+calib.decode.revise.Revision that the scaling study reads); the artifact's meta.json is written after the last
+shard, which marks it complete. A rerun after `kill -9` skips every shard already on disk and produces
+bit-identical generations.
 """
 
 from __future__ import annotations
@@ -49,6 +51,42 @@ class DecodingSpec:
     revise_passes: int = 0  # R: times each answer is revised after a cue, continuing its KV cache
     cue: str = "self_check"  # calib.decode.revise.CUES
     style: str | None = None  # prompt style the cue is rendered in (chat / completion)
+    include_greedy: bool = True  # False: the K sampled rows only (one sample per T of a temperature sweep)
+    top_logprobs: int = 5  # top tokens stored per step (post-hoc re-tempering reads more of them)
+
+
+EXTRA_SETTINGS = {"include_greedy": True, "top_logprobs": 5}  # DecodingSpec fields that DecodingConfig lacks
+COUNTS = "revision.safetensors"  # a revise shard's token counts: decoded, fed, offsets [R+1, n, 1+K], ...
+
+
+def generate_key(
+    lm, dtype: str, style: str, prompts: Sequence[str], settings: dict
+) -> tuple[str, dict, DecodingSpec]:
+    """(key, inputs, spec) of the generate artifact for these decoding settings (a dict of DecodingConfig's fields,
+    e.g. stages.decoding_inputs(cfg.decoding), plus any EXTRA_SETTINGS). Extra settings at their default are left
+    out of the key, so a study's artifact is the one a run with the same decoding config stores and reuses."""
+    from calib.pipeline.store import artifact_key, content_hash
+
+    settings = {k: v for k, v in settings.items() if not (k in EXTRA_SETTINGS and v == EXTRA_SETTINGS[k])}
+    settings["stop"] = list(settings["stop"])
+    inputs = {
+        "model_digest": lm.digest,
+        "dtype": dtype,
+        "style": style,
+        "prompts": content_hash(list(prompts)),
+        "questions": len(prompts),
+        "decoding": settings,
+    }
+    fields = {k: v for k, v in settings.items() if k != "shard_size"}
+    spec = DecodingSpec(**{**fields, "stop": tuple(settings["stop"]), "style": style})
+    return artifact_key(STAGE, code_fingerprint(), inputs), inputs, spec
+
+
+def code_fingerprint() -> str:
+    """The generate stage's code: models, decoding, prompt building and this file's shard layout."""
+    from calib.pipeline.fingerprint import stage_fingerprint
+
+    return stage_fingerprint(modules=CODE_MODULES)
 
 
 # ---- (de)serialisation of Generations ---------------------------------------------------------------------------
@@ -126,11 +164,36 @@ def completed_shards(store: ArtifactStore, key: str) -> list[str]:
 
 def load_shard(folder: Path) -> list[Generations]:
     passes = sorted((p for p in folder.glob("pass*") if p.is_dir()), key=lambda p: int(p.name[4:]))
+    if len(passes) > 1 and not (folder / COUNTS).is_file():
+        raise ValueError(f"no {COUNTS} (a revise shard stored before token counts were kept)")
     return [load_generations(p) for p in passes]
 
 
-def generate_shard(lm, prompts: Sequence[str], spec: DecodingSpec, offset: int) -> list[Generations]:
-    """Passes 0..R for one shard; pass r holds [greedy, sample 1..K] per prompt (greedy only when K = 0)."""
+def save_shard(folder: Path, passes: Sequence[Generations], counts: dict[str, np.ndarray] | None) -> None:
+    for r, gens in enumerate(passes):
+        (folder / f"pass{r}").mkdir()
+        save_generations(gens, folder / f"pass{r}")
+    if counts is not None:
+        write_arrays(folder / COUNTS, counts)
+
+
+def revision_counts(store: ArtifactStore, key: str, n: int, shard_size: int) -> dict[str, np.ndarray]:
+    """The token counts of a stored revise artifact over every prompt, as in calib.decode.revise.Revision: decoded,
+    fed, offsets [R+1, N, 1+K], prompt_tokens and revised [N]."""
+    shards = [
+        read_arrays(shard_folder(store.path(STAGE, key), a, b) / COUNTS) for a, b in shard_plan(n, shard_size)
+    ]
+    return {
+        name: np.concatenate([s[name] for s in shards], axis=1 if shards[0][name].ndim == 3 else 0)
+        for name in shards[0]
+    }
+
+
+def generate_shard(
+    lm, prompts: Sequence[str], spec: DecodingSpec, offset: int
+) -> tuple[list[Generations], dict[str, np.ndarray] | None]:
+    """Passes 0..R for one shard; pass r holds [greedy, sample 1..K] per prompt (greedy only when K = 0, samples
+    only when include_greedy is off), and with revise passes the Revision's token counts."""
     options = dict(
         max_new_tokens=spec.max_new_tokens,
         temperature=spec.temperature,
@@ -140,15 +203,18 @@ def generate_shard(lm, prompts: Sequence[str], spec: DecodingSpec, offset: int) 
         stop=spec.stop,
         seed=spec.seed,
         prompt_index_offset=offset,
+        top_logprobs=spec.top_logprobs,
         progress=False,
     )
     if spec.revise_passes == 0:
         from calib.decode import generate
 
-        k = spec.num_samples
+        k, greedy_row = spec.num_samples, spec.num_samples > 0 and spec.include_greedy
         return [
-            generate(lm, list(prompts), num_samples=max(k, 1), greedy=k == 0, include_greedy=k > 0, **options)
-        ]
+            generate(
+                lm, list(prompts), num_samples=max(k, 1), greedy=k == 0, include_greedy=greedy_row, **options
+            )
+        ], None
     from calib.decode.revise import revise
 
     revision = revise(
@@ -160,7 +226,10 @@ def generate_shard(lm, prompts: Sequence[str], spec: DecodingSpec, offset: int) 
         style=spec.style,
         **options,
     )
-    return list(revision.passes)
+    counts = {
+        name: getattr(revision, name) for name in ("decoded", "fed", "offsets", "prompt_tokens", "revised")
+    }
+    return list(revision.passes), counts
 
 
 def run_generate(
@@ -189,11 +258,9 @@ def run_generate(
         target = shard_folder(folder, start, stop)
         passes = _load_stored_shard(store, target, f"{STAGE}/{key}/shards/{target.name}")
         if passes is None:
-            passes = generate_shard(lm, prompts[start:stop], spec, start)
+            passes, counts = generate_shard(lm, prompts[start:stop], spec, start)
             with atomic_dir(target) as tmp:
-                for r, gens in enumerate(passes):
-                    (tmp / f"pass{r}").mkdir()
-                    save_generations(gens, tmp / f"pass{r}")
+                save_shard(tmp, passes, counts)
                 publish(tmp)
             generated += 1
         parts.append(passes)

@@ -34,6 +34,10 @@ class RunResult:
 
 def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> RunResult:
     """Run (or resume) the whole job described by cfg and write its outputs into run_dir."""
+    if cfg.study.name is not None:  # a study preset (calib.studies): same stages and store, its own outputs
+        from calib.studies import run_study
+
+        return run_study(cfg, run_dir, print_summary)
     from calib.cache import check_writable
     from calib.decode.generate import encode_prompts
     from calib.estimators import available_needs
@@ -76,18 +80,8 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     # generate
     t = time.perf_counter()
     decoding = stages.decoding_inputs(cfg.decoding)
-    gen_inputs = {
-        "model_digest": lm.digest,
-        "dtype": cfg.model.dtype,
-        "style": style,
-        "prompts": stages.content_hash(prompts),
-        "questions": len(prompts),
-        "decoding": decoding,
-    }
-    code = {"generate": stage_fingerprint(modules=generation.CODE_MODULES)}
-    gen_key = artifact_key(generation.STAGE, code["generate"], gen_inputs)
-    spec_fields = {k: v for k, v in decoding.items() if k != "shard_size"}
-    spec = generation.DecodingSpec(**{**spec_fields, "stop": tuple(decoding["stop"]), "style": style})
+    gen_key, gen_inputs, spec = generation.generate_key(lm, cfg.model.dtype, style, prompts, decoding)
+    code = {"generate": generation.code_fingerprint()}
     passes, record = generation.run_generate(
         store, gen_key, gen_inputs, lm, prompts, spec, cfg.decoding.shard_size, cfg.progress
     )

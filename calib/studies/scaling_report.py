@@ -1,4 +1,4 @@
-"""What the scaling study leaves in its folder.
+"""What the scaling study leaves in its run folder (next to manifest.json and config.yaml).
 
 points.csv         K, R, estimator, metric, value and bootstrap interval (every estimator at every grid point)
 accuracy.csv       K, R: greedy and majority-vote accuracy with intervals, tokens and FLOPs per question
@@ -8,6 +8,7 @@ adaptive.csv       revising only the least confident questions: accuracy and com
 answers.csv        every question's answer, extraction and grade on every pass
 confidences.parquet every confidence at every point
 figures/           metric vs compute per estimator family, accuracy and ECE per pass, transitions, adaptive
+                   (redrawn from the tables of a finished study by draw_figures(run_dir))
 summary.md         the headline tables
 """
 
@@ -185,14 +186,14 @@ def _table(frame: pd.DataFrame) -> str:
 
 def summary(result, cfg) -> str:
     """The headline tables as Markdown."""
-    meta, acc, pts = result.meta, result.accuracy, result.points
-    kmax = max(cfg.samples)
+    meta, acc, pts, g, m = result.meta, result.accuracy, result.points, cfg.study.scaling, cfg.metrics
+    kmax = max(g.samples)
     out = [
         f"# Scaling study: {meta['model']} on {meta['task']} ({meta['questions']} questions)",
         "",
-        f"Cue `{cfg.cue}` ({meta['style']} style), K in {list(cfg.samples)}, R = 0..{cfg.passes}; intervals: "
-        f"{100 * (1 - cfg.run.metrics.alpha):.0f}% percentile bootstrap over questions "
-        f"({cfg.run.metrics.n_resamples} resamples). Time: "
+        f"Cue `{g.cue}` ({meta['style']} style), K in {list(g.samples)}, R = 0..{g.passes}; intervals: "
+        f"{100 * (1 - m.alpha):.0f}% percentile bootstrap over questions "
+        f"({m.n_resamples} resamples). Time: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in meta["timings"].items()),
         "",
         "## Accuracy and compute",
@@ -244,7 +245,9 @@ def summary(result, cfg) -> str:
         out += ["## Adaptive revision", "", _table(a[cols].round(3)), ""]
     out += [
         "Figures: "
-        + ", ".join(f"[{p.name}](figures/{p.name})" for p in sorted((result.out / "figures").glob("*.png")))
+        + ", ".join(
+            f"[{p.name}](figures/{p.name})" for p in sorted((result.run_dir / "figures").glob("*.png"))
+        )
     ]
     return "\n".join(out) + "\n"
 
@@ -280,20 +283,13 @@ def draw_figures(out: Path, formats=("png",)) -> list[Path]:
     return written
 
 
-def write_outputs(result, grades: list[pd.DataFrame], rv, cfg) -> None:
-    out: Path = result.out
+def write_outputs(result, grades: list[pd.DataFrame], cfg) -> None:
+    out: Path = result.run_dir
     out.mkdir(parents=True, exist_ok=True)
     for name in ("points", "accuracy", "differences", "transitions", "adaptive"):
         atomic_write_text(out / f"{name}.csv", getattr(result, name).to_csv(index=False))
     atomic_write_text(out / "answers.csv", answers_table(grades).to_csv(index=False))
     write_table(out / "confidences.parquet", result.confidences)
-    if cfg.run.report.figures:
-        draw_figures(out, cfg.run.report.formats)
+    if cfg.report.figures:
+        draw_figures(out, cfg.report.formats)
     atomic_write_text(out / "summary.md", summary(result, cfg))
-
-
-if __name__ == "__main__":
-    import sys  # redraw the figures of a finished study: python -m calib.studies.scaling_report OUT
-
-    for path in draw_figures(Path(sys.argv[1])):
-        print(path)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from calib.decode.revise import Revision
-from calib.pipeline.config import MetricsConfig
+from calib.pipeline.config import MetricsConfig, ScalingStudyConfig
 
 FAMILIES = {
     "token_level": "token-level",
@@ -61,12 +61,18 @@ def evaluate_points(
     return pd.concat(frames, ignore_index=True)[cols]
 
 
-def accuracy_table(rv: Revision, correct: np.ndarray, votes: dict, cfg, flops_per_token: int) -> pd.DataFrame:
+def accuracy_table(
+    rv: Revision,
+    correct: np.ndarray,
+    votes: dict,
+    g: ScalingStudyConfig,
+    m: MetricsConfig,
+    flops_per_token: int,
+) -> pd.DataFrame:
     """Per (K, R): greedy-answer accuracy and majority-vote accuracy with intervals, and the compute spent."""
-    m = cfg.run.metrics
     rows = []
-    for r in range(cfg.passes + 1):
-        for k in cfg.samples:
+    for r in range(g.passes + 1):
+        for k in g.samples:
             acc = _interval(_mean_correct, correct[r], correct[r], m)
             vote = _interval(_mean_correct, votes[(k, r)], votes[(k, r)], m)
             tokens = rv.tokens(k, r)
@@ -100,15 +106,16 @@ def _paired(fn: Callable) -> Callable:
     return diff
 
 
-def paired_differences(confidences: dict, correct: np.ndarray, cfg) -> pd.DataFrame:
+def paired_differences(
+    confidences: dict, correct: np.ndarray, g: ScalingStudyConfig, m: MetricsConfig
+) -> pd.DataFrame:
     """For every K and R >= 1: accuracy and each estimator's metrics at R minus at R = 0, with a paired interval
     (questions where either confidence is missing are left out of that row)."""
     from calib.pipeline.evaluate import metric_functions
 
-    m = cfg.run.metrics
     fns = metric_functions(m)
     rows = []
-    for r in range(1, cfg.passes + 1):
+    for r in range(1, g.passes + 1):
         y = np.stack([correct[0], correct[r]], axis=1)
         point, low, high = _interval(_paired(_mean_correct), y, y, m)
         rows.append(
@@ -123,7 +130,7 @@ def paired_differences(confidences: dict, correct: np.ndarray, cfg) -> pd.DataFr
                 "n": len(y),
             }
         )
-        for k in cfg.samples:
+        for k in g.samples:
             before, after = confidences[(k, 0)], confidences[(k, r)]
             for name in [n for n in after if n in before]:
                 c = np.stack([before[name], after[name]], axis=1)
@@ -173,20 +180,25 @@ def transition_table(grades: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def adaptive_table(
-    rv: Revision, confidences: dict, correct: np.ndarray, cfg, flops_per_token: int
+    rv: Revision,
+    confidences: dict,
+    correct: np.ndarray,
+    g: ScalingStudyConfig,
+    m: MetricsConfig,
+    flops_per_token: int,
 ) -> pd.DataFrame:
     """Revise only the least confident share f of questions (by a gate estimator's pass-0 confidence; missing
     counts as least confident): accuracy, the gate's ECE/AUROC on the mixed answers, and compute against
     revising everything. Exact for a real gated run, since rows decode independently (tests/test_revise.py)."""
     from calib.metrics import auroc, ece
 
-    m, R = cfg.run.metrics, cfg.passes
+    R = g.passes
     rows = []
     if R == 0:
         return pd.DataFrame(rows)
     n = correct.shape[1]
-    for gate in cfg.gates:
-        for k in dict.fromkeys((cfg.samples[0], cfg.samples[-1])):
+    for gate in g.gates:
+        for k in dict.fromkeys((g.samples[0], g.samples[-1])):
             if gate not in confidences[(k, 0)] or gate not in confidences[(k, R)]:
                 continue
             c0, cr = confidences[(k, 0)][gate], confidences[(k, R)][gate]
@@ -194,7 +206,7 @@ def adaptive_table(
             base = rv.tokens(k, 0)["processed"].astype(float)
             extra = rv.tokens(k, R)["processed"] - base
             acc_none, acc_all = correct[0].mean(), correct[R].mean()
-            for f in cfg.fractions:
+            for f in g.fractions:
                 count = round(f * n)
                 mask = np.zeros(n, bool)
                 mask[order[:count]] = True

@@ -1,6 +1,8 @@
 """Temperature sweep (issue 9): what a decoding temperature and a post-hoc temperature each do to accuracy and
 calibration, next to a fitted token temperature and the post-hoc calibrators, for one model and task.
 
+    calib experiment=temperature_sweep task.limit=100 study.temperature_sweep.temperatures=[0.7,1.0,1.3]
+
 At each T of the grid:
 - decoding: one answer per question sampled at T (the same seed at every T), graded; its confidence is the MSP
   under the model (untempered token log-probs, what the estimators read) and under the distribution sampled from;
@@ -9,128 +11,48 @@ At each T of the grid:
 On a stable split of the questions by id, a token temperature is fitted on the calibration questions' reference
 tokens and Platt/beta/isotonic/histogram on their greedy MSP; everything is scored on the test questions only.
 
-    python -m calib.studies.temperature --out out/temperature_sweep
-
-Defaults come from configs/experiment/temperature_sweep.yaml. Generations are stored under <out>/generations/, so a
-rerun with the same settings does not regenerate. Tables and the figure come from calib.studies.temperature_report.
+The greedy answers and each T's answers are generate-stage artifacts of the artifact store, keyed by their decoding
+settings, so a rerun with the same settings generates nothing. Tables and the figure go into the run folder
+(calib.studies.temperature_report).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from calib.decode import generate
 from calib.decode.types import Generations
 from calib.errors import CalibError
-from calib.pipeline.config import RunConfig, validate
-from calib.pipeline.generation import concat_generations, load_generations, save_generations
-from calib.pipeline.store import content_hash, publish, write_json
-from calib.recalibrate import _checks
+from calib.pipeline.config import RunConfig
+from calib.pipeline.run import RunResult
+from calib.studies import common
 
 log = logging.getLogger("calib")
 
-VERSION = 1  # bump when what a stored generation contains changes
-DEFAULT_TEMPERATURES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
 CALIBRATORS = ("platt", "beta", "isotonic", "histogram")
 
 
-@dataclass
-class StudyConfig:
-    """The runner's config (model, task, decoding, metrics) plus what this study sweeps and fits."""
-
-    run: RunConfig
-    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
-    calibration_fraction: float = 0.5  # share of questions (by id hash) the calibrators are fitted on
-    calibrators: tuple[str, ...] = CALIBRATORS
-    max_reference_tokens: int = 2000  # teacher-forced logits take tokens x vocabulary x 4 bytes on the host
-    top_logprobs: int = 20  # stored per token; post-hoc re-tempering approximates the tail beyond them
-
-
-def check_config(cfg: StudyConfig) -> None:
-    """One CalibError naming the first bad value."""
-    from calib.recalibrate import calibrator_kinds
-
-    validate(cfg.run)
-    if not cfg.temperatures:
-        raise CalibError("temperatures: the list is empty; give at least one, e.g. 0.7,1.0,1.3")
-    for t in cfg.temperatures:
-        _checks.temperature(t)
-    if len(set(cfg.temperatures)) != len(cfg.temperatures):
-        raise CalibError(f"temperatures={list(cfg.temperatures)}: each temperature once, please")
-    if not 0 < cfg.calibration_fraction < 1:
-        raise CalibError(f"calibration_fraction={cfg.calibration_fraction}: use a number strictly in (0, 1)")
-    for kind in cfg.calibrators:
-        if kind not in calibrator_kinds():
-            raise CalibError(f"unknown calibrator {kind!r}; choose from {', '.join(calibrator_kinds())}")
-    _checks.positive_int(cfg.max_reference_tokens, "max_reference_tokens")
-    _checks.positive_int(cfg.top_logprobs, "top_logprobs")
-
-
-# ---- generation: greedy once, one sample per T, stored per (T, shard) -------------------------------------------
-def generate_all(
-    lm: Any, prompts: list[str], cfg: StudyConfig, out: Path, progress: bool
-) -> tuple[Generations, dict[float, Generations]]:
-    """(greedy answers, {T: one answer sampled at T}), reusing every shard already stored under out."""
-    from calib.cache import atomic_dir
-    from calib.progress import progress_bar
-
-    d = cfg.run.decoding
-    settings = {
-        "version": VERSION,
-        "model": lm.digest,
-        "dtype": cfg.run.model.dtype,
-        "prompts": content_hash(prompts),
-        "max_new_tokens": d.max_new_tokens,
-        "top_p": d.top_p,
-        "top_k": d.top_k,
-        "min_p": d.min_p,
-        "stop": list(d.stop),
-        "seed": d.seed,
-        "top_logprobs": cfg.top_logprobs,
-    }
-    folder = out / "generations" / content_hash(settings)[:20]
-    write_json(folder / "settings.json", settings)
-    starts = range(0, len(prompts), d.shard_size)
-    jobs = [(t, s) for t in [None, *cfg.temperatures] for s in starts]
-    parts: dict[float | None, list[Generations]] = {}
-    for t, start in progress_bar(
-        jobs, f"generate ({len(prompts)} questions)", enabled=progress, unit="shard"
-    ):
-        stop = min(start + d.shard_size, len(prompts))
-        target = folder / ("greedy" if t is None else f"T{t:g}") / f"shard-{start:06d}-{stop:06d}"
-        if not (target / "texts.json").is_file():
-            gens = generate(
-                lm,
-                prompts[start:stop],
-                num_samples=1,
-                max_new_tokens=d.max_new_tokens,
-                temperature=1.0 if t is None else float(t),
-                top_p=d.top_p,
-                top_k=d.top_k,
-                min_p=d.min_p,
-                greedy=t is None,
-                stop=tuple(d.stop),
-                seed=d.seed,
-                prompt_index_offset=start,
-                top_logprobs=cfg.top_logprobs,
-            )
-            with atomic_dir(target) as tmp:
-                save_generations(gens, tmp)
-                publish(tmp)
-        parts.setdefault(t, []).append(load_generations(target))
-    joined = {t: concat_generations(p) for t, p in parts.items()}
-    greedy = joined.pop(None)
-    return greedy, {float(t): g for t, g in joined.items()}
+# ---- generation: greedy once, one sample per T, each a generate artifact ----------------------------------------
+def generate_all(setup: common.Setup) -> tuple[Generations, dict[float, Generations]]:
+    """(greedy answers, {T: one answer sampled at T}), each read back from the store when it holds it."""
+    study = setup.cfg.study.temperature_sweep
+    top = study.top_logprobs
+    once = dict(revise_passes=0, top_logprobs=top)  # one pass, more top tokens for post-hoc re-tempering
+    (greedy,), _ = common.generate(setup, "greedy", num_samples=0, temperature=1.0, **once)
+    sampled = {}
+    for t in study.temperatures:
+        (gens,), _ = common.generate(
+            setup, f"T={t:g}", num_samples=1, temperature=float(t), include_greedy=False, **once
+        )
+        sampled[float(t)] = gens
+    return greedy, sampled
 
 
 def msp(gens: Generations, which: str = "token_logprobs") -> np.ndarray:
@@ -214,43 +136,36 @@ def fit_calibrators(kinds: Sequence[Any], confidence: Any, correct: Any, split: 
     return fitted
 
 
-# ---- the study --------------------------------------------------------------------------------------------------
+# ---- the study ---------------------------------------------------------------------------------------------------
 @dataclass
-class StudyResult:
-    out: Path
+class StudyResult(RunResult):
+    """RunResult (metrics = the calibrator table, report = summary.md) plus the sweep's tables."""
+
     decoding: dict[str, Any]  # {"model": SweepTable, "sampling": SweepTable}: MSP under the model / sampler
     posthoc: Any  # SweepTable of the re-tempered greedy answers
-    calibrators: pd.DataFrame  # method, fitted, test metrics before/after with intervals
     fitted: FittedTemperature | None
     answers: pd.DataFrame  # question, greedy and per-T answers with grades
-    meta: dict = field(default_factory=dict)
+    meta: dict
 
 
-def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> StudyResult:
-    """Generate (or reuse), grade, sweep both modes, fit on the calibration split, write everything to out."""
-    from calib.decode.generate import encode_prompts
-    from calib.models import load_model
+def run_study(cfg: RunConfig, run_dir: Path, print_summary: bool = True) -> StudyResult:
+    """Generate (or reuse), grade, sweep both modes, fit on the calibration split, write everything to run_dir."""
     from calib.pipeline import stages
     from calib.recalibrate import SweepPoint, full_ece_by_temperature, posthoc_points, split_by_ids
     from calib.recalibrate import temperature_sweep as sweep
     from calib.studies import temperature_report as report
 
-    check_config(cfg)
-    out, m = Path(out), cfg.run.metrics
-    timings, started = {}, time.perf_counter()
-    examples = stages.load_examples(cfg.run.task)
-    lm = load_model(cfg.run.model.name, dtype=cfg.run.model.dtype, seed=cfg.run.model.seed)
-    style = stages.prompt_style(cfg.run.task, lm)
-    prompts = stages.build_prompts(examples, lm, cfg.run.task)
-    encode_prompts(lm, prompts, cfg.run.decoding.max_new_tokens)  # a prompt too long fails now
-    timings["setup"] = time.perf_counter() - started
+    study, m = cfg.study.temperature_sweep, cfg.metrics
+    setup = common.prepare(cfg, run_dir, cfg.decoding.max_new_tokens)
+    lm, examples = setup.lm, setup.examples
+    timings = {"setup": time.perf_counter() - setup.started}
 
     t0 = time.perf_counter()
-    greedy, sampled = generate_all(lm, prompts, cfg, out, progress)
+    greedy, sampled = generate_all(setup)
     timings["generate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    grading = dict(cfg.run.task.grading)
+    grading = dict(cfg.task.grading)
     grades = {None: stages.grade_table(examples, greedy, None, grading)}
     grades.update({t: stages.grade_table(examples, g, None, grading) for t, g in sampled.items()})
     correct = {t: g["correct"].to_numpy(np.float64) for t, g in grades.items()}
@@ -258,7 +173,10 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> Study
 
     t0 = time.perf_counter()
     temps = sorted(sampled)
-    logits, labels, question = reference_logits(lm, examples, prompts, style, cfg.max_reference_tokens)
+    prompts = setup.prompts
+    logits, labels, question = reference_logits(
+        lm, examples, prompts, setup.style, study.max_reference_tokens
+    )
     full_ece = full_ece_by_temperature(logits, labels, temps, n_bins=m.n_bins)
     timings["token_logits"] = time.perf_counter() - t0
 
@@ -282,13 +200,13 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> Study
     timings["sweep"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    split = split_by_ids([ex.id for ex in examples], cfg.calibration_fraction)
+    split = split_by_ids([ex.id for ex in examples], study.calibration_fraction)
     fitted = fit_token_temperature(logits, labels, question, split, m.n_bins)
     base = msp(greedy)
     keep = np.isfinite(base)
     rows = np.flatnonzero(keep)
-    kept_split = split_by_ids([examples[i].id for i in rows], cfg.calibration_fraction)
-    calibrated = fit_calibrators(cfg.calibrators, base[keep], correct[None][keep], kept_split)
+    kept_split = split_by_ids([examples[i].id for i in rows], study.calibration_fraction)
+    calibrated = fit_calibrators(study.calibrators, base[keep], correct[None][keep], kept_split)
     if fitted is not None:
         from calib.recalibrate import temper_generations
 
@@ -299,93 +217,31 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True) -> Study
     timings["calibrate"] = time.perf_counter() - t0
 
     meta = {
-        "model": cfg.run.model.name,
-        "task": cfg.run.task.name,
+        "model": cfg.model.name,
+        "task": cfg.task.name,
         "questions": len(examples),
-        "style": style,
+        "style": setup.style,
         "temperatures": temps,
-        "calibration_fraction": cfg.calibration_fraction,
+        "calibration_fraction": study.calibration_fraction,
         "calibration_questions": int(split.calibration.size),
         "test_questions": int(split.test.size),
         "reference_tokens": int(labels.size),
         "reference_questions": len(np.unique(question)),
         "vocab_size": vocab,
-        "decoding": asdict(cfg.run.decoding),
+        "decoding": asdict(cfg.decoding),
         "metrics": asdict(m),
-        "top_logprobs": cfg.top_logprobs,
+        "top_logprobs": study.top_logprobs,
         "fitted_temperature": None if fitted is None else asdict(fitted),
         "greedy_generated_tokens": greedy.num_generated_tokens(),
         "timings": timings,
     }
     answers = report.answers_table(examples, grades, {None: base, **{t: msp(g) for t, g in sampled.items()}})
-    result = StudyResult(out, decoding, posthoc, table, fitted, answers, meta)
+    result = StudyResult(
+        run_dir, run_dir / "summary.md", table, setup.manifest, decoding, posthoc, fitted, answers, meta
+    )
     t0 = time.perf_counter()
     report.write_outputs(result, cfg)
     timings["report"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - started
-    write_json(out / "meta.json", meta)
-    log.info("temperature sweep finished in %.0f s: %s", timings["total"], out)
+    timings["total"] = time.perf_counter() - setup.started
+    common.finish(setup, meta, print_summary)
     return result
-
-
-# ---- command line -----------------------------------------------------------------------------------------------
-def _list(text: str, what: str, cast: type) -> tuple:
-    try:
-        return tuple(cast(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise CalibError(
-            f"{what}: cannot read {text!r}; give a comma-separated list, e.g. 0.7,1.0,1.3"
-        ) from None
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[StudyConfig, Path, bool]:
-    """The study's config: configs/experiment/temperature_sweep.yaml, then these options, then Hydra overrides."""
-    from calib.pipeline.config import compose
-
-    p = argparse.ArgumentParser(
-        prog="python -m calib.studies.temperature", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument(
-        "--out", required=True, help="folder for the tables, the figure and the stored generations"
-    )
-    p.add_argument("--model", help="model.name (built-in name, gguf:PATH, hf:PATH, tiny-llama)")
-    p.add_argument("--task", help="task.name, e.g. mixed")
-    p.add_argument("--limit", type=int, help="task.limit: questions to use")
-    p.add_argument("--temperatures", default="0.7,0.8,0.9,1.0,1.1,1.2,1.3", help="the T grid")
-    p.add_argument("--calibration-fraction", type=float, default=0.5, help="share of questions to fit on")
-    p.add_argument("--calibrators", default=",".join(CALIBRATORS), help="post-hoc calibrators to fit")
-    p.add_argument("--max-reference-tokens", type=int, default=2000, help="cap on teacher-forced tokens")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. decoding.seed=1")
-    a = p.parse_args(argv)
-    overrides = ["experiment=temperature_sweep"]
-    overrides += [f"model.name={a.model}"] if a.model else []
-    overrides += [f"task.name={a.task}"] if a.task else []
-    overrides += [f"task.limit={a.limit}"] if a.limit else []
-    cfg = StudyConfig(
-        compose([*overrides, *a.overrides]),
-        temperatures=_list(a.temperatures, "--temperatures", float),
-        calibration_fraction=a.calibration_fraction,
-        calibrators=_list(a.calibrators, "--calibrators", str),
-        max_reference_tokens=a.max_reference_tokens,
-    )
-    return cfg, Path(a.out), not a.quiet
-
-
-def main(argv: list[str] | None = None) -> None:
-    from calib.cache import enable_compilation_cache
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    enable_compilation_cache()  # an entry point: programs compiled once per machine
-    try:
-        cfg, out, progress = parse_args(argv)
-        check_config(cfg)
-        result = run_study(cfg, out, progress)
-    except CalibError as err:
-        print(f"calib.studies.temperature: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    print((result.out / "summary.md").read_text())
-
-
-if __name__ == "__main__":
-    main()

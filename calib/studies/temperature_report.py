@@ -1,11 +1,12 @@
-"""What the temperature sweep leaves in its folder (every file written whole or not at all).
+"""What the temperature sweep leaves in its run folder, next to manifest.json and config.yaml (every file written
+whole or not at all).
 
 sweep_decoding.csv/.md  per T: accuracy, ECE, Brier, AUROC with bootstrap intervals, Full-ECE, generated tokens;
                         confidence = MSP under the model ("model") and under the sampling distribution ("sampling")
 sweep_posthoc.csv/.md   the same for the greedy answers re-tempered at each T (accuracy fixed)
 calibrators.csv/.md     test-split ECE/Brier/AUROC of the greedy MSP uncalibrated and after each calibrator
 answers.csv             every question's greedy answer and its answer sampled at each T, with grades
-sweep.png               accuracy and ECE against T, both modes (redraw: python -m calib.studies.temperature_report OUT)
+sweep.png               accuracy and ECE against T, both modes (redrawn from the tables by draw_figure(run_dir))
 summary.md              the tables above with the run's conditions and the fitted temperature
 """
 
@@ -77,7 +78,9 @@ def calibrator_table(
     from calib.metrics import auroc, bootstrap_ci, brier, ece, paired_bootstrap
 
     if split.test.size == 0:
-        raise CalibError("the test split is empty; lower --calibration-fraction or use more questions")
+        raise CalibError(
+            "the test split is empty; lower study.temperature_sweep.calibration_fraction or use more questions"
+        )
     test = split.test
     y = np.asarray(correct, np.float64)[test]
     before = np.asarray(confidence, np.float64)[test]
@@ -182,7 +185,7 @@ def _best(frame: pd.DataFrame, metric: str) -> str:
 
 
 def summary(result: Any, frames: dict[str, pd.DataFrame], cfg: Any) -> str:
-    meta, m, d = result.meta, cfg.run.metrics, cfg.run.decoding
+    meta, m, d = result.meta, cfg.metrics, cfg.decoding
     n = meta["questions"]
     dec = frames["decoding"]
     out = [
@@ -242,14 +245,14 @@ def summary(result: Any, frames: dict[str, pd.DataFrame], cfg: Any) -> str:
 
 
 def write_outputs(result: Any, cfg: Any) -> None:
-    out: Path = result.out
+    out: Path = result.run_dir
     frames = {
         "decoding": pd.concat(
             [sweep_frame(t, mode="decoding", confidence=c) for c, t in result.decoding.items()],
             ignore_index=True,
         ),
         "posthoc": sweep_frame(result.posthoc, mode="posthoc", confidence="model"),
-        "calibrators": result.calibrators,
+        "calibrators": result.metrics,
     }
     n = result.meta["questions"]
     for name, frame in frames.items():
@@ -266,10 +269,3 @@ def write_outputs(result: Any, cfg: Any) -> None:
     atomic_write_text(out / "answers.csv", result.answers.to_csv(index=False))
     draw_figure(out)
     atomic_write_text(out / "summary.md", summary(result, frames, cfg))
-
-
-if __name__ == "__main__":
-    import sys  # redraw the figure of a finished sweep: python -m calib.studies.temperature_report OUT
-
-    for path in draw_figure(Path(sys.argv[1])):
-        print(path)
