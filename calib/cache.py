@@ -41,7 +41,20 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
             raise
         raise WriteError(path, err.reason) from err
     except OSError as err:
-        raise WriteError(path, err.strerror or str(err) or type(err).__name__) from err
+        raise WriteError(path, write_problem(Path(path), err)) from err
+
+
+def write_problem(path: Path, err: OSError) -> str:
+    """Why a write failed, in words: an existing file that stands where a folder is needed is named ("File exists"
+    or "Not a directory" alone leave a user guessing which), a folder where a file should go is said."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            break
+    if path.is_dir() and isinstance(err, IsADirectoryError | FileExistsError):
+        return "it is a folder"
+    return str(err.strerror or err) or type(err).__name__
 
 
 def check_writable(folder: str | os.PathLike, hint: str) -> None:

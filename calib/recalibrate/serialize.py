@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from calib.cache import atomic_write_bytes
-from calib.errors import CalibError
+from calib.errors import CalibError, WriteError
 from calib.recalibrate.base import RecalibrationModel, model_class
 
 FORMAT = "calib.recalibrator"
@@ -135,23 +135,9 @@ def save_calibrator(cal: RecalibrationModel, path: str | os.PathLike) -> Path:
         data = save(tensors, metadata=meta)
     try:
         atomic_write_bytes(path, data)  # temp name in the same folder, then rename: never half-written
-    except OSError as err:
-        raise CalibError(
-            f"cannot write {path}: {_write_problem(path, err)}; choose a writable folder and file name"
-        ) from err
+    except WriteError as err:
+        raise CalibError(f"{err}; choose a writable folder and file name") from err
     return path
-
-
-def _write_problem(path: Path, err: OSError) -> str:
-    """Why a write failed, in words: names an existing file that stands where a folder is needed."""
-    for parent in path.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                return f"{parent} is a file, not a folder"
-            break
-    if path.is_dir():
-        return "it is a folder"
-    return str(err.strerror or err)
 
 
 def load_calibrator(path: str | os.PathLike) -> RecalibrationModel:
