@@ -4,6 +4,7 @@
     calib -m KEY=V1,V2 ...         a sweep, one run per combination
     calib compare PATH [PATH ...]  one table of the metrics of finished runs
     calib list                     what can be named: models, tasks, estimators, metrics, config options
+    calib inspect RUN --question ID  one question of a finished run, from the store (no model load)
     calib feedback record|refit|show|export|transform  the recalibration feedback loop (docs/recalibration.md)
 
 User errors (unknown group option or key, wrong type, bad value, missing file, a folder that cannot be written)
@@ -244,6 +245,10 @@ def main(argv: list[str] | None = None) -> None:
             return _compare(argv[1:])
         if argv and argv[0] == "list":
             return _list(argv[1:])
+        if argv and argv[0] == "inspect":
+            from calib.pipeline import inspect
+
+            return inspect.main(argv[1:])
         if argv and argv[0] == "feedback":
             from calib import feedback_cli
 

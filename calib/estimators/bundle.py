@@ -31,6 +31,8 @@ GenerateFn = Callable[[list[str], int], list[str]]
 DecodeFn = Callable[[Sequence[int]], str]
 
 RELEVANCE_CHUNK = 4096  # (answer, answer without one token) pairs per similarity call: progress granularity
+SHARED = ("comparisons", "clusters", "greedy_cluster", "greedy_token_relevance", "sample_token_relevance")
+"""The expensive, deterministic statistics a store may keep between runs (calib.pipeline.semantic_stage)."""
 
 
 class Bundle:
@@ -311,6 +313,31 @@ class Bundle:
                 start, length = plans[(context, tuple(int(t) for t in ids))]
                 out[i, k] = 1.0 - np.asarray(similarity[start : start + length], dtype=np.float64)
         return out
+
+    # ---- what a store keeps between runs ----------------------------------------------------------------------
+    def shared_statistics(self) -> dict[str, Any]:
+        """The SHARED statistics computed (or filled in) so far, by name."""
+        return {name: self.__dict__[name] for name in SHARED if name in self.__dict__}
+
+    def fill_shared_statistics(self, **values: Any) -> None:
+        """Use stored statistics instead of computing them (the caller vouches they come from the same inputs)."""
+        unknown = sorted(set(values) - set(SHARED))
+        if unknown:
+            raise CalibError(f"bundle: {unknown} are not shared statistics; use some of {list(SHARED)}")
+        self.__dict__.update(values)
+
+    def cached_calls(self) -> tuple[dict[tuple[str, str], np.ndarray], dict[tuple[str, int], str]]:
+        """The model calls made (or filled in) so far: {(prompt, continuation): log-probs}, {(prompt, n): text}."""
+        return dict(self._score_cache), dict(self._generate_cache)
+
+    def fill_cached_calls(
+        self,
+        score: dict[tuple[str, str], np.ndarray] | None = None,
+        generate: dict[tuple[str, int], str] | None = None,
+    ) -> None:
+        """Answer these calls from a store instead of the model (same model, dtype and code)."""
+        self._score_cache.update({k: np.asarray(v, dtype=np.float64) for k, v in (score or {}).items()})
+        self._generate_cache.update(generate or {})
 
     # ---- cached model calls -----------------------------------------------------------------------------------
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[np.ndarray]:

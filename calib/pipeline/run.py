@@ -16,10 +16,10 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from calib.pipeline import evaluate as evaluate_stage
-from calib.pipeline import generation, report, stages
+from calib.pipeline import generation, report, semantic_stage, stages
 from calib.pipeline.config import RunConfig, validate
 from calib.pipeline.fingerprint import library_versions, stage_fingerprint
-from calib.pipeline.store import ArtifactStore, artifact_key, write_json, write_table
+from calib.pipeline.store import ArtifactStore, artifact_key, publish, write_json, write_table
 
 log = logging.getLogger("calib")
 
@@ -38,7 +38,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         from calib.studies import run_study
 
         return run_study(cfg, run_dir, print_summary)
-    from calib.cache import check_writable
+    from calib.cache import atomic_write_text, check_writable
     from calib.decode.generate import encode_prompts
     from calib.estimators import available_needs
     from calib.models import load_model
@@ -115,23 +115,31 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         name: stages.estimator_key(name, est, base, cfg.estimators, code["estimate"][name])
         for name, est in estimators.items()
     }
+    shared = semantic_stage.SharedStatistics.for_run(
+        store, gen_key, task_hash, style, cfg.estimators, lm, cfg.model.dtype
+    )
     estimates, record = stages.run_estimate(
         store,
         estimators,
         keys,
-        lambda: stages.make_bundle(
-            lm,
-            greedy,
-            samples,
-            examples,
-            cfg.estimators,
-            style,
-            cfg.progress,
-            passes=revise_passes,
-            backend=backend,
+        lambda: shared.attach(
+            stages.make_bundle(
+                lm,
+                greedy,
+                samples,
+                examples,
+                cfg.estimators,
+                style,
+                cfg.progress,
+                passes=revise_passes,
+                backend=backend,
+            )
         ),
         cfg.progress,
+        after_each=shared.save,
     )
+    manifest["stages"]["semantic"] = shared.semantic_record()  # computed lazily inside the estimators
+    manifest["stages"]["calls"] = shared.calls_record()
     manifest["stages"]["estimate"] = {
         "keys": keys,
         "code": code["estimate"],
@@ -213,6 +221,9 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     )
     manifest["stages"]["report"]["seconds"] = time.perf_counter() - t
     manifest["seconds"] = time.perf_counter() - started
+    # the config as run: what load_run (`calib inspect`) reloads the task's gold answers from
+    atomic_write_text(run_dir / "config.yaml", config_yaml)
+    publish(run_dir / "config.yaml")
     write_json(run_dir / "manifest.json", manifest)
     if print_summary:
         title = f"{cfg.model.name} on {cfg.task.name}: {len(examples)} questions, accuracy {grades['correct'].mean():.3f}"

@@ -313,9 +313,10 @@ def run_estimate(
     keys: dict[str, str],
     bundle_factory,
     progress: bool = True,
+    after_each=None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     """{name: {"confidence", "raw"}} for every estimator, computing (with one shared bundle) only those whose
-    artifact is missing."""
+    artifact is missing; `after_each(name)` runs after each computed one (the semantic stage stores what it shared)."""
     results, computed, timings = {}, [], {}
     for name in estimators:
         stored = store.load("estimate", keys[name], lambda folder: read_arrays(folder / "result.safetensors"))
@@ -323,7 +324,10 @@ def run_estimate(
             results[name] = stored
     missing = [n for n in estimators if n not in results]
     bundle = bundle_factory() if missing else None
-    if bundle is not None and hasattr(bundle.semantic, "preload") and _reads_semantic(estimators, missing):
+    # comparisons filled in from the store (semantic stage): the encoder is not needed for them
+    stored = "comparisons" in getattr(bundle, "shared_statistics", dict)()
+    reads = bundle is not None and _reads_semantic(estimators, missing)
+    if reads and hasattr(bundle.semantic, "preload") and not stored:
         bundle.semantic.preload()  # the encoder loads while the first estimators run the LM
     for name in progress_bar(missing, "estimate", enabled=progress and bool(missing), unit="estimator"):
         started = time.perf_counter()
@@ -340,6 +344,8 @@ def run_estimate(
             {"estimator": name, "higher_raw_means": result.higher_raw_means, "seconds": seconds},
         )
         computed.append(name)
+        if after_each is not None:
+            after_each(name)
         timings[name] = round(seconds, 3)
         log.debug("estimator %s: %.1f s", name, seconds)
         results[name] = arrays
