@@ -175,6 +175,18 @@ def test_latin1_byte_names_line_offset_and_the_encoding_option(tmp_path):
     assert load_task("jsonl", path=str(path), encoding="latin-1", shuffle=False)[1].question == "Café?"
 
 
+def test_bad_byte_offset_counts_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    first = b'\xef\xbb\xbf{"question": "Q1?", "answers": ["a"]}\n'
+    path.write_bytes(first + b'{"question": "\xff?", "answers": ["b"]}\n')
+    offset = len(first) + len(b'{"question": "')
+    for encoding in ("utf-8", "utf-8-sig"):  # utf-8-sig reports positions after its BOM; the message must not
+        message = _refused(
+            path, lambda encoding=encoding: load_task("jsonl", path=str(path), encoding=encoding)
+        )
+        assert f"line 2: byte 0xff at byte offset {offset} is not valid {encoding}" in message
+
+
 def test_lone_surrogate_is_refused_with_line(tmp_path):
     path = write_jsonl(
         tmp_path / "s.jsonl",

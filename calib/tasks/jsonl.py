@@ -44,9 +44,11 @@ def _text(path: Path, encoding: str) -> str:
     except OSError as err:
         raise CalibError(f"cannot read question file {path}: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
+        # a codec may decode a tail of the bytes (utf-8-sig skips its BOM): err.start counts from that tail
+        offset = err.start + (len(data) - len(err.object) if data.endswith(err.object) else 0)
+        line = data.count(b"\n", 0, offset) + 1
         raise CalibError(
-            f"{path} line {line}: byte 0x{data[err.start]:02x} at byte offset {err.start} is not valid {encoding} "
+            f"{path} line {line}: byte 0x{data[offset]:02x} at byte offset {offset} is not valid {encoding} "
             f"({err.reason}); save the file as UTF-8, or set task.options.encoding to the file's encoding "
             "(e.g. task.options.encoding=latin-1)"
         ) from None
