@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 from loader_files import GGUF_META, HF_CONFIG, llama_tensors, write_gguf, write_hf_folder
 
@@ -54,11 +54,14 @@ def _gguf_header_end(data: bytes) -> int:
 def _ends_well(path: Path, call) -> object:
     """The property: call() returns, or raises a one-line CalibError that names the file."""
     try:
-        return call()
+        result = call()
     except CalibError as err:
         message = str(err)
         assert "\n" not in message and str(path) in message, message
+        event("CalibError")  # --hypothesis-show-statistics reports how often each outcome was reached
         return None
+    event("loaded")
+    return result
 
 
 def _mutate(
@@ -177,16 +180,26 @@ def test_safetensors_mutated(files, edits, words, cut):
 
 
 # ---- JSONL question files ---------------------------------------------------------------------------------------
+TEXTISH = (
+    st.text(max_size=12) | JSON
+)  # mostly plausible values, so rows often load and the id rules are reached
 ROW = st.fixed_dictionaries(
-    {"question": JSON, "answers": JSON},
-    optional={"id": JSON, "category": JSON, "context": JSON, "open": JSON},
+    {"question": TEXTISH, "answers": st.lists(st.text(max_size=6), max_size=3) | JSON},
+    optional={
+        "id": st.sampled_from(["a", "b", 1, 2]) | TEXTISH,
+        "category": TEXTISH,
+        "context": TEXTISH,
+        "open": JSON,
+    },
 ).map(lambda r: json.dumps(r).encode())
-LINE = ROW | st.binary(max_size=40) | st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass"))
+NOISE = st.binary(max_size=40) | st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass"))
+LINE = st.one_of(ROW, ROW, ROW, NOISE)  # mostly rows, so some files load through to the id checks
 
 
 @given(
     lines=st.lists(LINE, max_size=6),
-    encoding=st.sampled_from(["utf-8", "latin-1", "utf-16", "utf-8-sig", "no-such-codec", "base64"]),
+    encoding=st.just("utf-8")
+    | st.sampled_from(["latin-1", "utf-16", "utf-8-sig", "no-such-codec", "base64"]),
     columns=st.sampled_from([{}, {"id": "id"}, {"context": "context", "category": "category"}]),
 )
 def test_jsonl_lines(files, lines, encoding, columns):
