@@ -69,14 +69,21 @@ def _prompt_style(folder: str) -> str:
     path = Path(folder)
     if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
         return "chat"
-    try:
-        return (
-            "chat"
-            if json.loads((path / "tokenizer_config.json").read_text()).get("chat_template")
-            else "completion"
-        )
-    except (OSError, json.JSONDecodeError):
+    file = path / "tokenizer_config.json"
+    if not file.is_file():
         return "completion"
+    try:
+        settings = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or bytes that are not UTF-8
+        raise CalibError(
+            f"cannot read {file}: {type(err).__name__}: {err} (tokenizer_config.json must be UTF-8 JSON; re-save "
+            "the tokenizer with save_pretrained)"
+        ) from None
+    if not isinstance(settings, dict):
+        raise CalibError(
+            f"{file} holds a JSON {type(settings).__name__}, expected an object of tokenizer settings"
+        )
+    return "chat" if settings.get("chat_template") else "completion"
 
 
 def _from_hf(folder: str, dtype, mesh) -> LanguageModel:
@@ -106,9 +113,18 @@ def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:
     digest = file_digest(path)
     folder = cache_root() / "models" / f"{digest[:24]}-v{CONVERSION_VERSION}"
     if (folder / "calib_config.json").is_file():
-        cfg_dict = json.loads((folder / "calib_config.json").read_text())
-        cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_dict.items()})
-        model = build_model(cfg, load_file(folder / "model.safetensors"), path, dtype, replicated(mesh))
+        try:
+            cfg_dict = json.loads((folder / "calib_config.json").read_text(encoding="utf-8"))
+            cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_dict.items()})
+            tensors = load_file(folder / "model.safetensors")
+        except (
+            Exception
+        ) as err:  # a damaged cache entry (json, safetensors or field errors): name it and the fix
+            raise CalibError(
+                f"the converted copy of {path} in {folder} is damaged ({type(err).__name__}: {err}); delete that "
+                "folder and calib converts the GGUF file again"
+            ) from None
+        model = build_model(cfg, tensors, path, dtype, replicated(mesh))
     else:
         cfg, model = _convert_gguf(path, folder, dtype, mesh)
     tokenizer = functools.partial(load_tokenizer, str(folder))
