@@ -13,7 +13,7 @@ import pytest
 
 from calib.pipeline import run
 from calib.pipeline.config import compose
-from calib.pipeline.fingerprint import module_fingerprint, object_fingerprint, stage_fingerprint
+from calib.fingerprint import module_fingerprint, object_fingerprint, stage_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -91,7 +91,7 @@ def test_an_object_fingerprint_follows_what_it_calls_and_nothing_else(plugin):
 
 
 def test_stage_fingerprints_cover_library_versions_and_whole_packages(monkeypatch):
-    from calib.pipeline import fingerprint
+    from calib import fingerprint
 
     base = stage_fingerprint(modules=["calib.metrics"])
     assert base == stage_fingerprint(modules=["calib.metrics"])

@@ -25,7 +25,7 @@ from calib.models.transformer import Transformer
 
 TINY = {"tiny-llama": tiny_llama, "tiny-gemma3": tiny_gemma3}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-CONVERSION_VERSION = 1  # bump when the cached layout or the GGUF fix-ups change
+CONVERSION_MODULES = ("calib.models.gguf_weights", "calib.models.config")  # the GGUF fix-ups and the config layout
 
 
 def list_models() -> list[str]:
@@ -111,7 +111,7 @@ def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:
             f"GGUF file not found: {path} (check the path; built-in models install with `make setup`)"
         )
     digest = file_digest(path)
-    folder = cache_root() / "models" / f"{digest[:24]}-v{CONVERSION_VERSION}"
+    folder = cache_root() / "models" / f"{digest[:24]}-{conversion_code()}"
     if (folder / "calib_config.json").is_file():
         try:
             cfg_dict = json.loads((folder / "calib_config.json").read_text(encoding="utf-8"))
@@ -129,6 +129,15 @@ def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:
         cfg, model = _convert_gguf(path, folder, dtype, mesh)
     tokenizer = functools.partial(load_tokenizer, str(folder))
     return LanguageModel(name, cfg, model, tokenizer, digest, _prompt_style(str(folder)), str(folder), mesh)
+
+
+def conversion_code() -> str:
+    """Fingerprint of the code that converts a GGUF file: an edited converter writes a new cache folder instead of
+    reading one it would no longer produce."""
+    from calib.fingerprint import module_fingerprint, object_fingerprint
+
+    parts = [module_fingerprint(m) for m in CONVERSION_MODULES] + [object_fingerprint(_convert_gguf)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
 def _convert_gguf(path: str, folder: Path, dtype, mesh) -> tuple[ModelConfig, Transformer]:

@@ -31,7 +31,7 @@ log = logging.getLogger("calib")
 
 STAGE = "generate"
 # What a stored generation depends on besides its inputs: the models, the decoding code, prompt building and the
-# shard layout written here (code fingerprint, calib.pipeline.fingerprint).
+# shard layout written here (code fingerprint, calib.fingerprint).
 CODE_MODULES = ("calib.models", "calib.decode", "calib.tasks.prompts", "calib.pipeline.generation")
 RAGGED = ("token_ids", "token_logprobs", "sample_logprobs", "token_entropies", "top_ids", "top_logprobs")
 
@@ -84,7 +84,7 @@ def generate_key(
 
 def code_fingerprint() -> str:
     """The generate stage's code: models, decoding, prompt building and this file's shard layout."""
-    from calib.pipeline.fingerprint import stage_fingerprint
+    from calib.fingerprint import stage_fingerprint
 
     return stage_fingerprint(modules=CODE_MODULES)
 

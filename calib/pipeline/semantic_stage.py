@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from calib.pipeline.fingerprint import stage_fingerprint
+from calib.fingerprint import stage_fingerprint
 from calib.pipeline.store import (
     ArtifactStore,
     artifact_key,
@@ -46,7 +46,7 @@ WRAP_MARKER = (
 )
 
 
-# ---- what the keys' code fingerprints cover (calib.pipeline.fingerprint) ------------------------------------------
+# ---- what the keys' code fingerprints cover (calib.fingerprint) ------------------------------------------
 SEMANTIC_MODULES = ("calib.semantic", "calib.estimators.bundle")
 CALLS_MODULES = ("calib.models", "calib.decode", "calib.estimators.bundle")
 

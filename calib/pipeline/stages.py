@@ -1,5 +1,5 @@
 """The stages after loading a model: prompts, grade, estimate. Each stage's artifact key hashes its config, the keys
-of what it reads and a fingerprint of its code (calib.pipeline.fingerprint), so editing an estimator reruns only
+of what it reads and a fingerprint of its code (calib.fingerprint), so editing an estimator reruns only
 that estimator, and editing the grader reruns grade and what follows it, never generation.
 
 generate (calib.pipeline.generation) -> grade (greedy answers against every valid answer) -> estimate (one artifact
@@ -19,7 +19,7 @@ import pandas as pd
 
 from calib.errors import CalibError
 from calib.pipeline.config import ALL, EstimatorsConfig, TaskConfig
-from calib.pipeline.fingerprint import stage_fingerprint
+from calib.fingerprint import stage_fingerprint
 from calib.pipeline.store import (
     ArtifactStore,
     artifact_key,

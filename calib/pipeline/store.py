@@ -52,7 +52,7 @@ def content_hash(value: Any) -> str:
 
 
 def artifact_key(stage: str, code: str, inputs: Mapping[str, Any]) -> str:
-    """The 20-hex-digit key of a stage's artifact from its code fingerprint (calib.pipeline.fingerprint) and
+    """The 20-hex-digit key of a stage's artifact from its code fingerprint (calib.fingerprint) and
     everything else that determines it."""
     return content_hash({"stage": stage, "code": code, "inputs": dict(inputs)})[:20]
 
