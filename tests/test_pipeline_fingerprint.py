@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from calib.fingerprint import module_fingerprint, object_fingerprint, stage_fingerprint
 from calib.pipeline import run
 from calib.pipeline.config import compose
-from calib.fingerprint import module_fingerprint, object_fingerprint, stage_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = [

@@ -25,7 +25,10 @@ from calib.models.transformer import Transformer
 
 TINY = {"tiny-llama": tiny_llama, "tiny-gemma3": tiny_gemma3}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-CONVERSION_MODULES = ("calib.models.gguf_weights", "calib.models.config")  # the GGUF fix-ups and the config layout
+CONVERSION_MODULES = (
+    "calib.models.gguf_weights",
+    "calib.models.config",
+)  # the GGUF fix-ups and the config layout
 
 
 def list_models() -> list[str]:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from calib.fingerprint import library_versions, stage_fingerprint
 from calib.pipeline import evaluate as evaluate_stage
 from calib.pipeline import generation, report, semantic_stage, stages
 from calib.pipeline.config import RunConfig, validate
-from calib.fingerprint import library_versions, stage_fingerprint
 from calib.pipeline.store import ArtifactStore, artifact_key, publish, write_json, write_table
 
 log = logging.getLogger("calib")

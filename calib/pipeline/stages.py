@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from calib.errors import CalibError
-from calib.pipeline.config import ALL, EstimatorsConfig, TaskConfig
 from calib.fingerprint import stage_fingerprint
+from calib.pipeline.config import ALL, EstimatorsConfig, TaskConfig
 from calib.pipeline.store import (
     ArtifactStore,
     artifact_key,
