@@ -7,10 +7,12 @@ user's own files byte-identical; the damaged-artifact probe must instead recompu
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -39,15 +41,9 @@ class Outcome:
 
 def calib(tmp: Path, *args: str, limit_file_bytes: int | None = None, prefix: list[str] = ()) -> Outcome:
     """`python -m calib.cli ARGS` with its run and artifact folders under tmp (unless ARGS name others)."""
-    command = [
-        *prefix,
-        sys.executable,
-        "-m",
-        "calib.cli",
-        f"artifacts_dir={tmp / 'artifacts'}",
-        f"hydra.run.dir={tmp / 'run'}",
-        *args,
-    ]
+    run = [f"artifacts_dir={tmp / 'artifacts'}", f"hydra.run.dir={tmp / 'run'}"]
+    folders = [] if args and args[0] == "feedback" else run  # the feedback commands take no Hydra overrides
+    command = [*prefix, sys.executable, "-m", "calib.cli", *folders, *args]
     limit = None
     if limit_file_bytes is not None:
 
@@ -180,3 +176,93 @@ def test_probe_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tmp_path):
     assert_one_clear_line(outcome, "calib: interrupted; rerun the same command to resume", code=130)
     rerun = calib(tmp_path, *args)
     assert rerun.code == 0, rerun.stderr
+
+
+# ---- files a user gives calib: malformed model folders, task files, feedback databases, calibrators ---------------
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("[]", "holds a JSON list, expected an object"),
+        (
+            json.dumps({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 0}),
+            "num_attention_heads",
+        ),
+        (b'{"model_type": "llama\xff"}', "config.json"),
+    ],
+)
+def test_probe_malformed_hf_config(tmp_path, config, expected):
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    path = folder / "config.json"
+    path.write_bytes(config if isinstance(config, bytes) else config.encode())
+    before = digest([folder])
+    outcome = calib(tmp_path, *SMALL, "model=tiny-llama", f"model.name=hf:{folder}")
+    assert_one_clear_line(outcome, expected)
+    assert str(path) in outcome.lines[0]
+    assert digest([folder]) == before and not (tmp_path / "artifacts" / "generate").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"question": "Capital of France?", "answers": ["Paris"]}\n{"question": "Caf\xe9?", "answers": ["x"]}\n',
+         "line 2: byte 0xe9 at byte offset"),
+        (b'{"question": "a\\ud800", "answers": ["x"]}\n', "lone surrogate"),
+        (b'{"id": "q1", "question": "a?", "answers": ["x"]}\n{"id": "q1", "question": "b?", "answers": ["y"]}\n',
+         "line 2: duplicate id 'q1' (first at line 1)"),
+    ],
+)  # fmt: skip
+def test_probe_bad_jsonl_task_file(tmp_path, content, expected):
+    path = tmp_path / "questions.jsonl"
+    path.write_bytes(content)
+    before = digest([path])
+    outcome = calib(tmp_path, *SMALL, "task=jsonl", f"task.options.path={path}")
+    assert_one_clear_line(outcome, expected)
+    assert digest([path]) == before and not (tmp_path / "artifacts").exists()
+
+
+def test_probe_feedback_show_on_another_programs_database(tmp_path):
+    path = tmp_path / "theirs.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
+        db.execute("INSERT INTO orders (item) VALUES ('tea')")
+    db.close()
+    before = digest([tmp_path])
+    outcome = calib(tmp_path, "feedback", "show", "--db", str(path))
+    assert_one_clear_line(outcome, "is not a calib feedback database")
+    assert digest([tmp_path]) == before
+
+
+def test_probe_feedback_show_on_a_damaged_database(tmp_path):
+    path = tmp_path / "feedback.db"
+    path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)
+    before = digest([path])
+    outcome = calib(tmp_path, "feedback", "show", "--db", str(path))
+    assert_one_clear_line(outcome, str(path))
+    assert digest([path]) == before
+
+
+def test_probe_feedback_transform_with_a_wrong_typed_calibrator(tmp_path):
+    from calib.recalibrate import PlattCalibrator, save_calibrator
+
+    path = tmp_path / "cal.json"
+    save_calibrator(PlattCalibrator().fit([0.2, 0.4, 0.6, 0.8, 0.9], [0, 0, 1, 1, 1]), path)
+    saved = json.loads(path.read_text())
+    saved["params"]["a"] = "1.5"  # edited by hand, or written by another tool
+    path.write_text(json.dumps(saved))
+    before = digest([path])
+    outcome = calib(tmp_path, "feedback", "transform", "--calibrator", str(path), "0.7")
+    assert_one_clear_line(outcome, str(path))
+    assert "field 'a' is '1.5' (str); expected a number" in outcome.lines[0], outcome.lines
+    assert digest([path]) == before
+
+
+def test_probe_feedback_export_under_a_regular_file(tmp_path):
+    db = tmp_path / "feedback.db"
+    recorded = calib(tmp_path, "feedback", "record", "--db", str(db), "--question", "q", "--answer", "a",
+                     "--confidence", "0.8", "--correct", "1")  # fmt: skip
+    assert recorded.code == 0, recorded.stderr
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine\n")
+    outcome = calib(tmp_path, "feedback", "export", "--db", str(db), "--out", str(blocker / "cal.json"))
+    assert_one_clear_line(outcome, f"cannot write {blocker / 'cal.json'}: {blocker} is a file, not a folder")
