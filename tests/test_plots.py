@@ -97,7 +97,7 @@ def test_save_figure_leaves_no_partial_file_on_failure(tmp_path, data, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(fig, "savefig", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CalibError, match=r"^cannot write .*old\.png: disk full$"):
         plots.save_figure(fig, tmp_path / "old")
     assert (tmp_path / "old.png").read_bytes() == b"previous figure"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.png"]
