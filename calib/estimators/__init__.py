@@ -13,6 +13,7 @@ from __future__ import annotations
 from calib.estimators import (  # noqa: F401  (importing registers the built-ins)
     consistency,
     graph,
+    information,
     kle,
     multi_hypothesis,
     reflexive,
