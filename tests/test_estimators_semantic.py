@@ -87,13 +87,13 @@ def test_lcs_matches_brute_force(a, b):
     assert lcs_length(a.split(), b.split()) == _lcs_brute_force(a.split(), b.split())
 
 
-def test_rouge_l_and_lexical_similarity():
+def test_rouge_l_and_lexical_similarity_to_the_greedy_answer():
     # LCS("the capital is paris", "paris is the capital") = 2 ("the capital" or ...): P = R = 2/4
     assert rouge_l("The capital is Paris", "Paris is the capital") == pytest.approx(0.5)
     assert rouge_l("Paris", "Paris.") == 1.0 and rouge_l("Paris", "Lyon") == 0.0 and rouge_l("", "") == 1.0
     bundle = _bundle(["Paris"], [["Paris", "Lyon", "Paris France"]])
     expected = (1.0 + 0.0 + 2 * (1 / 2 * 1) / (1 / 2 + 1)) / 3
-    np.testing.assert_allclose(get_estimator("lexical_similarity")(bundle).confidence, [expected])
+    np.testing.assert_allclose(get_estimator("lexical_similarity_greedy")(bundle).confidence, [expected])
 
 
 class RandomBackend:
@@ -118,8 +118,10 @@ class RandomBackend:
 
 
 SAMPLE_BASED = [
-    "self_consistency", "num_semantic_sets", "lexical_similarity", "semantic_entropy", "semantic_entropy_discrete",
-    "eigv", "degree", "degree_answer", "eccentricity", "kle", "sentence_sar", "sar", "multi_hypothesis",
+    "self_consistency", "num_semantic_sets", "num_semantic_sets_greedy", "lexical_similarity",
+    "lexical_similarity_rouge1", "lexical_similarity_bleu", "lexical_similarity_greedy", "semantic_entropy",
+    "semantic_entropy_discrete", "eigv", "degree", "degree_answer", "eccentricity", "kle", "sentence_sar", "sar",
+    "multi_hypothesis", "label_prob", "luq",
 ]  # fmt: skip
 
 

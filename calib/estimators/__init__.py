@@ -15,6 +15,7 @@ from calib.estimators import (  # noqa: F401  (importing registers the built-ins
     graph,
     information,
     kle,
+    lexical,
     multi_hypothesis,
     reflexive,
     revision,
