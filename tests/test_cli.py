@@ -70,7 +70,18 @@ def test_bugs_are_not_disguised_as_config_errors():
 def test_list_names_what_configs_can_use(capsys):
     main(["list"])
     out = capsys.readouterr().out
-    for text in ("tiny-llama", "capitals", "semantic_entropy", "multi_hypothesis", "auroc", "experiment "):
+    for text in (
+        "tiny-llama",
+        "capitals",
+        "semantic_entropy",
+        "multi_hypothesis",
+        "auroc",
+        "experiment ",
+        "luq",
+        "semantic_entropy_unique",
+        "mean_pmi",
+        "lexical_similarity_bleu",
+    ):
         assert text in out
 
 

@@ -32,6 +32,9 @@ BUILTINS = {
     "p_true", "p_true_brainstorm", "verbalized", "verbalized_linguistic", "self_consistency", "num_semantic_sets",
     "lexical_similarity", "semantic_entropy", "semantic_entropy_discrete", "eigv", "degree", "degree_answer",
     "eccentricity", "kle", "token_sar", "sentence_sar", "sar", "multi_hypothesis", "multi_hypothesis_valid_mass",
+    "semantic_entropy_unique", "lexical_similarity_greedy", "lexical_similarity_rouge1", "lexical_similarity_bleu",
+    "num_semantic_sets_greedy", "mc_sequence_entropy", "mc_normalized_sequence_entropy", "mean_pmi", "mean_cpmi",
+    "p_true_sampling", "label_prob", "luq", "eigenscore",
 }  # fmt: skip
 
 
@@ -57,6 +60,8 @@ def test_every_builtin_is_listed_and_builds_with_its_name_and_needs():
 
 def test_parameters_reach_the_estimator_and_bad_ones_are_a_calib_error():
     assert get_estimator("semantic_entropy", weighted=False).name == "semantic_entropy_discrete"
+    assert get_estimator("semantic_entropy", unique=True).name == "semantic_entropy_unique"
+    assert get_estimator("lexical_similarity", metric="bleu").name == "lexical_similarity_bleu"
     assert get_estimator("p_true", brainstorm=3).needs >= {Need.SAMPLES, Need.SCORE}
     with pytest.raises(CalibError, match="'msp' rejected parameters"):
         get_estimator("msp", bogus=1)

@@ -224,3 +224,40 @@ def test_token_relevance_in_chunks_with_progress(monkeypatch, capsys):
     assert "token relevance (12 pairs)" in capsys.readouterr().err
     relevance(3, progress=False)
     assert "token relevance" not in capsys.readouterr().err
+
+
+def test_graph_and_kernel_measures_compute_in_the_bundles_float64():
+    # the backend's float32 values, widened exactly: a float32 computation would be off by ~1e-6
+    matrices = [m.astype(np.float32).astype(np.float64) for m in _random_similarities(7)]
+    bundle = _bundle_from_samples_matrix(matrices)
+    assert bundle.sample_similarity.dtype == np.float64
+    expected = np.array([_reference(s) for s in matrices])
+    np.testing.assert_allclose(get_estimator("eigv")(bundle).raw, expected[:, 0], rtol=1e-11)
+    np.testing.assert_allclose(get_estimator("degree")(bundle).raw, expected[:, 1], rtol=1e-12)
+    np.testing.assert_allclose(get_estimator("eccentricity")(bundle).raw, expected[:, 2], rtol=1e-8)
+    kle = get_estimator("kle", t=0.6)(bundle).raw
+    np.testing.assert_allclose(kle, [_kle_reference(s, 0.6) for s in matrices], rtol=1e-10)
+
+
+def _polygraph_kle(entail, contra, t=0.3):
+    """LM-Polygraph 0.7.0's KLE on one-hot NLI predictions (entail[i, j] = 1 if s_i entails s_j), unscaled:
+    W' = (E + Eᵀ) + ½ (2 - E - Eᵀ - C - Cᵀ), heat kernel expm(-t (D' - W')), unit diagonal / K, VNE."""
+    neutral = 2 - entail - entail.T - contra - contra.T
+    w = entail + entail.T + 0.5 * neutral
+    kernel = scipy.linalg.expm(-t * (np.diag(w.sum(0)) - w))
+    d = np.sqrt(np.diag(kernel))
+    mu = np.linalg.eigvalsh(kernel / np.outer(d, d) / len(w))
+    mu = mu[mu > 1e-12]
+    return -np.sum(mu * np.log(mu))
+
+
+def test_kle_default_t_is_lm_polygraphs_t_on_a_graph_half_as_heavy():
+    rng = np.random.default_rng(3)
+    k = 6
+    labels = rng.integers(0, 3, (k, k))  # 0 entail, 1 neutral, 2 contradict
+    np.fill_diagonal(labels, 0)
+    entail, contra = (labels == 0).astype(float), (labels == 2).astype(float)
+    similarity = np.array([1.0, 0.5, 0.0])[labels]  # a(s_i, s_j) = w(NLI(s_i, s_j)), w = (1, ½, 0)
+    bundle = _bundle_from_samples_matrix([similarity])
+    assert get_estimator("kle").t == 0.6
+    np.testing.assert_allclose(get_estimator("kle")(bundle).raw, [_polygraph_kle(entail, contra)], rtol=1e-9)

@@ -63,6 +63,30 @@ def test_p_true_brainstorm_lists_the_samples_in_the_prompt():
     assert all(p.startswith("Question: question 0?") for p in scorer.prompts)
 
 
+def test_p_true_sampling_is_lm_polygraphs_probability_of_true_after_all_samples():
+    calls = []
+
+    def scorer(prompts, continuations):
+        calls.extend(zip(prompts, continuations))
+        return [
+            np.array([math.log(0.3), math.log(0.5)]) if "Lyon" in p else np.array([math.log(0.9)])
+            for p in prompts
+        ]
+
+    samples = generations_from([["Paris", "Lyon", "Paris"], ["Rome", "Rome", "Rome"]])
+    bundle = _bundle(["Paris", "Rome"], samples, score_fn=scorer, wrap_prompt=lambda p: f"<{p}>")
+    result = get_estimator("p_true_sampling")(bundle)
+    np.testing.assert_allclose(
+        result.confidence, [0.3 * 0.5, 0.9]
+    )  # p("True"), not renormalised against False
+    np.testing.assert_allclose(result.raw, np.log([0.15, 0.9]))
+    assert calls[0] == (
+        "<Question: question 0?\n Here are some ideas that were brainstormed: Paris, Lyon, Paris\n Possible answer:Paris"
+        "\n Is the possible answer:\n (A) True\n (B) False\n The possible answer is:>",
+        "True",
+    )
+
+
 def test_p_true_prompt_goes_through_wrap_prompt():
     scorer = FakeScorer()
     bundle = _bundle(["Paris"], score_fn=scorer, wrap_prompt=lambda p: f"<user>{p}</user>")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import scipy.special
 
 from calib.estimators import Bundle, get_estimator
 from calib.estimators.consistency import lcs_length, rouge_l
@@ -38,10 +39,26 @@ def test_discrete_semantic_entropy_of_known_cluster_masses():
     np.testing.assert_allclose(result.confidence, [math.exp(-expected)], rtol=1e-12)
 
 
-def test_weighted_semantic_entropy_counts_each_distinct_string_once():
+def test_semantic_entropy_is_farquhar_et_al_with_every_sample_counted():
+    # Farquhar et al. (2024), Nature 630, and their code: per sample the mean token log-likelihood l̄_k, normalised
+    # over the K samples by logsumexp, summed per meaning class by logsumexp, then -Σ_c p_c log p_c.
     samples = [["Paris", "Paris", "paris.", "Lyon"]]
     logprobs = [[[-0.4, -0.6], [-0.4, -0.6], [-1.0], [-2.0, -2.0]]]
     result = get_estimator("semantic_entropy")(_bundle(["Paris"], samples, logprobs))
+    mean_ll = np.array([np.mean(lp) for lp in logprobs[0]])  # -0.5, -0.5, -1.0, -2.0
+    normalised = mean_ll - scipy.special.logsumexp(mean_ll)
+    classes = [[0, 1, 2], [3]]  # exact match: Paris, Paris, paris. | Lyon
+    log_p = np.array([scipy.special.logsumexp(normalised[c]) for c in classes])
+    np.testing.assert_allclose(result.raw, [-np.sum(np.exp(log_p) * log_p)], rtol=1e-6)
+    np.testing.assert_allclose(result.confidence, np.exp(-result.raw))
+    by_hand = (2 * math.exp(-0.5) + math.exp(-1.0)) / (2 * math.exp(-0.5) + math.exp(-1.0) + math.exp(-2.0))
+    np.testing.assert_allclose(result.raw, [entropy(np.array([by_hand, 1 - by_hand]))], rtol=1e-6)
+
+
+def test_unique_semantic_entropy_counts_each_distinct_string_once():
+    samples = [["Paris", "Paris", "paris.", "Lyon"]]
+    logprobs = [[[-0.4, -0.6], [-0.4, -0.6], [-1.0], [-2.0, -2.0]]]
+    result = get_estimator("semantic_entropy_unique")(_bundle(["Paris"], samples, logprobs))
     w = np.exp([-0.5, -1.0, -2.0])  # Paris (once), paris., Lyon: exp(mean log-prob)
     p = np.array([w[0] + w[1], w[2]]) / w.sum()
     np.testing.assert_allclose(result.raw, [-(p * np.log(p)).sum()], rtol=1e-6)
@@ -87,13 +104,13 @@ def test_lcs_matches_brute_force(a, b):
     assert lcs_length(a.split(), b.split()) == _lcs_brute_force(a.split(), b.split())
 
 
-def test_rouge_l_and_lexical_similarity():
+def test_rouge_l_and_lexical_similarity_to_the_greedy_answer():
     # LCS("the capital is paris", "paris is the capital") = 2 ("the capital" or ...): P = R = 2/4
     assert rouge_l("The capital is Paris", "Paris is the capital") == pytest.approx(0.5)
     assert rouge_l("Paris", "Paris.") == 1.0 and rouge_l("Paris", "Lyon") == 0.0 and rouge_l("", "") == 1.0
     bundle = _bundle(["Paris"], [["Paris", "Lyon", "Paris France"]])
     expected = (1.0 + 0.0 + 2 * (1 / 2 * 1) / (1 / 2 + 1)) / 3
-    np.testing.assert_allclose(get_estimator("lexical_similarity")(bundle).confidence, [expected])
+    np.testing.assert_allclose(get_estimator("lexical_similarity_greedy")(bundle).confidence, [expected])
 
 
 class RandomBackend:
@@ -118,8 +135,10 @@ class RandomBackend:
 
 
 SAMPLE_BASED = [
-    "self_consistency", "num_semantic_sets", "lexical_similarity", "semantic_entropy", "semantic_entropy_discrete",
-    "eigv", "degree", "degree_answer", "eccentricity", "kle", "sentence_sar", "sar", "multi_hypothesis",
+    "self_consistency", "num_semantic_sets", "num_semantic_sets_greedy", "lexical_similarity",
+    "lexical_similarity_rouge1", "lexical_similarity_bleu", "lexical_similarity_greedy", "semantic_entropy",
+    "semantic_entropy_discrete", "semantic_entropy_unique", "eigv", "degree", "degree_answer", "eccentricity", "kle", "sentence_sar", "sar",
+    "multi_hypothesis", "label_prob", "luq",
 ]  # fmt: skip
 
 

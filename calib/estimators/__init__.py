@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from calib.estimators import (  # noqa: F401  (importing registers the built-ins)
     consistency,
+    eigenscore,
     graph,
+    information,
     kle,
+    lexical,
     multi_hypothesis,
     reflexive,
     revision,

@@ -7,9 +7,13 @@ L = I - D^{-1/2} W D^{-1/2} with eigenvalues λ_k (jnp.linalg.eigh).
 - Degree of the greedy answer (per-answer C_Deg): mean similarity of the greedy answer to the K samples.
 - Eccentricity: each answer embedded by the eigenvectors with λ < 0.9; U = ‖[v_1 - v̄, …, v_K - v̄]‖_F, which lies in
   [0, √(K-1)] (√(K-1) when no two answers are similar); confidence 1 - U/√(K-1).
+Precision: the computation keeps the similarity's precision; the bundle's is float64, and JAX computes in float64 for
+it (under `jax.enable_x64`) instead of casting to its default float32.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -20,10 +24,24 @@ from calib.estimators.bundle import Bundle
 from calib.estimators.registry import register_estimator
 
 
-def symmetric(similarity: np.ndarray) -> jax.Array:
-    """W = ½(S + Sᵀ) over the last two axes."""
-    s = jnp.asarray(similarity, dtype=jnp.float32)
-    return 0.5 * (s + jnp.swapaxes(s, -1, -2))
+def symmetric(similarity: np.ndarray) -> np.ndarray:
+    """W = ½(S + Sᵀ) over the last two axes, in the input's floating precision (float32 for non-float input)."""
+    s = np.asarray(similarity)
+    s = s.astype(np.result_type(s.dtype, np.float32))
+    return 0.5 * (s + np.swapaxes(s, -1, -2))
+
+
+def in_precision(array: np.ndarray) -> contextlib.AbstractContextManager:
+    """A context in which JAX keeps `array`'s precision: float64 in, float64 computation (JAX would cast to float32)."""
+    return jax.enable_x64(True) if np.asarray(array).dtype == np.float64 else contextlib.nullcontext()
+
+
+def _graph_measure(fn, similarity: np.ndarray, *args) -> np.ndarray:
+    """fn(W, *args) per graph, computed in the similarity's precision, as float64 numpy."""
+    w = symmetric(similarity)
+    with in_precision(w):
+        out = fn(jnp.asarray(w), *args)
+        return np.asarray(out[0] if isinstance(out, tuple) else out, dtype=np.float64)
 
 
 @jax.jit
@@ -63,7 +81,7 @@ class EigV:
     needs = frozenset({Need.SAMPLES, Need.SEMANTIC})
 
     def __call__(self, bundle: Bundle) -> EstimatorResult:
-        u = np.asarray(eigv(symmetric(bundle.sample_similarity)), dtype=np.float64)
+        u = _graph_measure(eigv, bundle.sample_similarity)
         return EstimatorResult(confidence=confidence_from_count(u), raw=u, higher_raw_means="uncertain")
 
 
@@ -73,7 +91,7 @@ class Degree:
     needs = frozenset({Need.SAMPLES, Need.SEMANTIC})
 
     def __call__(self, bundle: Bundle) -> EstimatorResult:
-        u = np.asarray(degree(symmetric(bundle.sample_similarity)), dtype=np.float64)
+        u = _graph_measure(degree, bundle.sample_similarity)
         return EstimatorResult(confidence=np.clip(1.0 - u, 0.0, 1.0), raw=u, higher_raw_means="uncertain")
 
 
@@ -85,7 +103,7 @@ class DegreeAnswer:
     needs = frozenset({Need.GREEDY, Need.SAMPLES, Need.SEMANTIC})
 
     def __call__(self, bundle: Bundle) -> EstimatorResult:
-        w = np.asarray(symmetric(bundle.answer_similarity), dtype=np.float64)
+        w = symmetric(bundle.answer_similarity).astype(np.float64)
         c = np.clip(w[:, 0, 1:].mean(axis=1), 0.0, 1.0)
         return EstimatorResult(confidence=c, raw=c, higher_raw_means="confident")
 
@@ -99,9 +117,8 @@ class Eccentricity:
         self.threshold = threshold
 
     def __call__(self, bundle: Bundle) -> EstimatorResult:
-        w = symmetric(bundle.sample_similarity)
-        u = np.asarray(eccentricity(w, self.threshold)[0], dtype=np.float64)
-        scale = np.sqrt(max(w.shape[-1] - 1, 1))
+        u = _graph_measure(eccentricity, bundle.sample_similarity, self.threshold)
+        scale = np.sqrt(max(bundle.sample_similarity.shape[-1] - 1, 1))
         return EstimatorResult(
             confidence=np.clip(1.0 - u / scale, 0.0, 1.0), raw=u, higher_raw_means="uncertain"
         )

@@ -4,6 +4,13 @@ The kernel is the heat kernel exp(-t L) of the samples' similarity graph (W = ½
 unit diagonal and divided by K so its trace is 1: VNE = -tr(K log K) = -Σ μ log μ over its eigenvalues μ, in
 [0, log K]. Confidence exp(-VNE), the same map as semantic entropy (KLE generalises discrete SE: for a graph of C
 disconnected complete clusters it tends to SE_D as t grows).
+
+t against LM-Polygraph 0.7.0 (`KernelLanguageEntropy(t=0.3)`, the paper's value): its graph is
+W' = (E + Eᵀ) + ½ (N + Nᵀ) from one-hot NLI entailment E and neutral N = 1 - E - C predictions in both directions,
+i.e. W' = a + aᵀ = 2W for a directional similarity a = E + ½ N (weights 1, ½, 0). So L' = 2L and
+exp(-t' L') = exp(-2t' L): their t' = 0.3 is t = 0.6 here, the default. LM-Polygraph also divides the VNE by log K
+(`scale=True`) and adds 1e-12 to the diagonal's square root; calib reports the VNE in nats.
+The kernel is computed in the similarity's precision (float64 from the bundle) under `jax.enable_x64`.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import numpy as np
 
 from calib.estimators.base import EstimatorResult, Need, confidence_from_entropy
 from calib.estimators.bundle import Bundle
-from calib.estimators.graph import symmetric
+from calib.estimators.graph import in_precision, symmetric
 from calib.estimators.registry import register_estimator
 
 
@@ -41,20 +48,26 @@ def von_neumann_entropy(density: jax.Array) -> jax.Array:
     return -jnp.sum(jnp.where(mu > 1e-12, mu * jnp.log(safe), 0.0), axis=-1)
 
 
-def kernel_language_entropy(similarity: np.ndarray, t: float = 0.3) -> np.ndarray:
-    """KLE per question for a batch of similarity matrices [N, K, K]."""
-    kernel = unit_trace(heat_kernel(symmetric(similarity), t))
-    return np.asarray(von_neumann_entropy(kernel), dtype=np.float64)
+DEFAULT_T = 0.6
+"""LM-Polygraph's t = 0.3 on its kernel graph, which is twice this one."""
+
+
+def kernel_language_entropy(similarity: np.ndarray, t: float = DEFAULT_T) -> np.ndarray:
+    """KLE per question for a batch of similarity matrices [N, K, K], in their precision."""
+    w = symmetric(similarity)
+    with in_precision(w):
+        kernel = unit_trace(heat_kernel(jnp.asarray(w), t))
+        return np.asarray(von_neumann_entropy(kernel), dtype=np.float64)
 
 
 @register_estimator
 class KernelLanguageEntropy:
-    """KLE with the heat kernel; t = 0.3 as in LM-Polygraph's implementation of the paper."""
+    """KLE with the heat kernel; t = 0.6, LM-Polygraph's t = 0.3 on calib's graph (half of theirs)."""
 
     name = "kle"
     needs = frozenset({Need.SAMPLES, Need.SEMANTIC})
 
-    def __init__(self, t: float = 0.3):
+    def __init__(self, t: float = DEFAULT_T):
         self.t = t
 
     def __call__(self, bundle: Bundle) -> EstimatorResult:

@@ -2,6 +2,8 @@
 
 - P(True) (Kadavath et al. 2022): confidence = p(" (A)") / (p(" (A)") + p(" (B)")) after a True/False prompt,
   optionally listing the model's own samples first ("brainstormed ideas").
+- P(True) with sampling as LM-Polygraph's PTrueSampling (`p_true_sampling`): its own prompt listing *all* K samples
+  joined by ", " and the probability of the word "True" itself after it, not normalised against "False".
 - Verbalized confidence (Tian et al. 2023, two-stage): ask for a probability (numeric) or an expression of
   likelihood (linguistic); an unparsable reply is missing (NaN), never 0.
 """
@@ -24,6 +26,10 @@ P_TRUE_TEMPLATE = (
     "Is the proposed answer:\n (A) True\n (B) False\nThe proposed answer is:"
 )
 IDEAS_TEMPLATE = "Here are some brainstormed ideas:\n{ideas}\n"
+P_TRUE_SAMPLING_TEMPLATE = (
+    "Question: {q}\n Here are some ideas that were brainstormed: {s}\n Possible answer:{a}\n "
+    "Is the possible answer:\n (A) True\n (B) False\n The possible answer is:"
+)  # LM-Polygraph 0.7.0's SamplingPromptCalculator, spaces and all
 
 NUMERIC_TEMPLATE = (
     "Question: {question}\nProposed answer: {answer}\n"
@@ -153,6 +159,31 @@ class PTrueBrainstorm(PTrue):
 
     def __init__(self, brainstorm: int = 5, true: str = " (A)", false: str = " (B)"):
         super().__init__(brainstorm, true, false)
+
+
+@register_estimator
+class PTrueSampling:
+    """p("True" | LM-Polygraph's brainstorm prompt) for the greedy answer, all K samples listed; confidence that
+    probability, raw its log. Differs from `p_true_brainstorm` (Kadavath et al.'s form: five samples one per line,
+    p(A) / (p(A) + p(B))). LM-Polygraph formats the prompt with the whole model input; here with the question."""
+
+    name = "p_true_sampling"
+    needs = frozenset({Need.GREEDY, Need.SAMPLES, Need.QUESTIONS, Need.SCORE})
+
+    def __init__(self, true: str = "True"):
+        self.true = true
+
+    def __call__(self, bundle: Bundle) -> EstimatorResult:
+        prompts = [
+            bundle.wrap_prompt(P_TRUE_SAMPLING_TEMPLATE.format(q=q, s=", ".join(samples), a=answer))
+            for q, samples, answer in zip(bundle.questions, bundle.sample_texts, bundle.greedy_texts)
+        ]
+        log_p = np.array(
+            [np.sum(lp) for lp in bundle.score(prompts, [self.true] * len(prompts))], dtype=np.float64
+        )
+        return EstimatorResult(
+            confidence=np.clip(np.exp(log_p), 0.0, 1.0), raw=log_p, higher_raw_means="confident"
+        )
 
 
 @register_estimator

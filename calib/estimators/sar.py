@@ -70,7 +70,7 @@ class SentenceSAR:
         return np.array([np.exp(np.sum(lp)) if len(lp) else np.nan for lp in bundle.sample_logprobs[i]])
 
     def __call__(self, bundle: Bundle) -> EstimatorResult:
-        g = np.asarray(symmetric(bundle.sample_similarity), dtype=np.float64)
+        g = symmetric(bundle.sample_similarity).astype(np.float64)
         score = np.array(
             [sentence_sar(self._probabilities(bundle, i), g[i], self.temperature) for i in range(len(g))],
             dtype=np.float64,
