@@ -76,3 +76,17 @@ def test_mean_cpmi_gates_the_question_free_term_by_the_entropy():
     assert np.isnan(result.raw[2])
     high_tau = get_estimator("mean_cpmi", tau=10.0)(_pmi_bundle(scorer))
     np.testing.assert_allclose(high_tau.raw[:2], [(-0.5 - 0.25) / 2, -0.1])  # no gate open: mean log-prob
+
+
+def test_pmi_scores_every_generated_token_including_the_stop_token():
+    """An answer's text is cut before its stop string while its log-probs include the stop token: the question-free
+    score is taken on the decoded tokens, so the two align (on SmolLM2 the text alone misaligned 9 of 12 answers)."""
+    greedy = generations_from([["Paris"]], logprobs=[[[-0.5, -0.25]]], token_ids=[[[7, 9]]])
+    scorer = QuestionFreeScorer({"Paris\n": [-2.0, -1.0]})
+    decoded = {(7, 9): "Paris\n"}
+    bundle = Bundle(
+        greedy, examples=[Example("q")], score_fn=scorer, decode_fn=lambda ids: decoded[tuple(ids)]
+    )
+    result = get_estimator("mean_pmi")(bundle)
+    np.testing.assert_allclose(result.raw, [((-0.5 + 2.0) + (-0.25 + 1.0)) / 2])
+    assert scorer.calls == [(NEUTRAL_PROMPT, "Paris\n")]

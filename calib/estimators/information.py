@@ -87,10 +87,18 @@ class MonteCarloNormalizedSequenceEntropy:
 
 def question_free_logprobs(bundle: Bundle, prompt: str = NEUTRAL_PROMPT) -> list[np.ndarray | None]:
     """ℓ⁰ of each greedy answer scored after `prompt`; None where the answer is empty or re-tokenises to another
-    length than it was decoded with."""
+    length than it was decoded with.
+
+    The continuation is the decoded text of every generated token, the stop token included (the answer's text is
+    cut before its stop string, but its log-probs ℓ_t include the stop token's), so the two sequences align token
+    for token."""
     conditional = bundle.greedy_logprobs
     todo = [i for i, lp in enumerate(conditional) if len(lp)]
-    scored = bundle.score([prompt] * len(todo), [bundle.greedy_texts[i] for i in todo]) if todo else []
+    if bundle.decode_fn is not None:
+        texts = [bundle.decode_fn(bundle.greedy.token_ids[i][0]) for i in todo]
+    else:
+        texts = [bundle.greedy_texts[i] for i in todo]
+    scored = bundle.score([prompt] * len(todo), texts) if todo else []
     out: list[np.ndarray | None] = [None] * len(conditional)
     for i, lp0 in zip(todo, scored):
         if len(lp0) == len(conditional[i]):
