@@ -136,7 +136,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
             try:
                 os.rename(tmp, final)
             except OSError as err:
-                if err.errno not in LOST_RACE or not final.exists():
+                if err.errno not in LOST_RACE:
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)  # another writer won the race; keep theirs
             fsync_dir(final.parent)

@@ -185,3 +185,34 @@ def test_the_memory_message_names_settings_that_exist(tiny_llama):
     assert "decoding.num_samples" in str(info.value) and "memory_budget (bytes) to generate()" in str(
         info.value
     )
+
+
+def _publish_many(final: str, rounds: int, marker: str) -> int:
+    """One process publishing the same artifact folder over and over, as parallel sweeps sharing a store do."""
+    import shutil as sh
+
+    for i in range(rounds):
+        with atomic_dir(final) as tmp:
+            (tmp / "meta.json").write_text(marker)
+        if i % 2:
+            sh.rmtree(final, ignore_errors=True)  # the next round races to publish it again
+    return rounds
+
+
+def test_two_processes_publishing_the_same_key_both_succeed(tmp_path):
+    """Issue 17 case 5: a rename that loses to another writer (ENOTEMPTY) used to kill its process."""
+    import multiprocessing
+
+    final = str(tmp_path / "estimate" / "same-key")
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        done = pool.starmap(_publish_many, [(final, 300, "a"), (final, 300, "b")])
+    assert done == [300, 300]
+    assert not [p for p in (tmp_path / "estimate").iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+def test_unmet_needs_name_a_setting_or_call_that_provides_them():
+    from calib.estimators import Need, check_needs, get_estimator
+
+    with pytest.raises(CalibError) as info:
+        check_needs([get_estimator("mc_sequence_entropy")], [Need.GREEDY, Need.SAMPLES])
+    assert "token_logprobs (calib.decode.generate records them)" in str(info.value)
