@@ -11,7 +11,7 @@ import re
 import numpy as np
 
 from calib.errors import CalibError
-from calib.models.config import ModelConfig
+from calib.models.config import ModelConfig, sliding_every
 
 LLAMA_LIKE = {
     "llama": True,
@@ -256,22 +256,14 @@ def gguf_config(reader, path: str) -> ModelConfig:
         tie_embeddings="output.weight" not in {t.name for t in reader.tensors},
     )
     if arch == "gemma3":
-        return ModelConfig(
-            arch="gemma3",
+        return ModelConfig.gemma3(
             **common,
             rope_base_local=float(_meta(reader, path, "gemma3.rope.freq_base_swa", "number", 10_000.0)),
             sliding_window=need("attention.sliding_window"),
-            sliding_pattern=6,
-            qk_norm=True,
-            sandwich_norms=True,
-            norm_plus_one=True,
-            activation="gelu_tanh",
-            scale_embeddings=True,
-            query_scale=head_dim**-0.5,
+            layer_types=sliding_every(common["num_layers"], 6),
+            query_pre_attn_scalar=head_dim,
         )
-    return ModelConfig(
-        arch="llama", qkv_bias=any(t.name == "blk.0.attn_q.bias" for t in reader.tensors), **common
-    )
+    return ModelConfig.llama(qkv_bias=any(t.name == "blk.0.attn_q.bias" for t in reader.tensors), **common)
 
 
 def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
