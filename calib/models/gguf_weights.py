@@ -5,18 +5,19 @@ Converting to transformers names lets GGUF and HF folders share one path (params
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
 
 from calib.errors import CalibError
-from calib.models.config import ModelConfig
+from calib.models.config import ModelConfig, sliding_every
+from calib.models.gguf_file import REQUIRED, field_value, meta_value, open_gguf  # noqa: F401 (open_gguf: public here)
 
 LLAMA_LIKE = {
     "llama": True,
     "mistral": True,
     "qwen2": False,
+    "qwen3": False,
 }  # arch -> are Q/K rows permuted for llama.cpp RoPE?
 
 # GGUF tensor name -> transformers name ({i} is the layer). Llama's ffn_norm is the pre-MLP norm, which
@@ -36,13 +37,13 @@ _COMMON = {
     "blk.{i}.ffn_up.weight": "model.layers.{i}.mlp.up_proj.weight",
     "blk.{i}.ffn_down.weight": "model.layers.{i}.mlp.down_proj.weight",
     "blk.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
+    "blk.{i}.attn_q_norm.weight": "model.layers.{i}.self_attn.q_norm.weight",
+    "blk.{i}.attn_k_norm.weight": "model.layers.{i}.self_attn.k_norm.weight",
 }
 NAME_MAPS = {
     "llama": {**_COMMON, "blk.{i}.ffn_norm.weight": "model.layers.{i}.post_attention_layernorm.weight"},
     "gemma3": {
         **_COMMON,
-        "blk.{i}.attn_q_norm.weight": "model.layers.{i}.self_attn.q_norm.weight",
-        "blk.{i}.attn_k_norm.weight": "model.layers.{i}.self_attn.k_norm.weight",
         "blk.{i}.post_attention_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
         "blk.{i}.ffn_norm.weight": "model.layers.{i}.pre_feedforward_layernorm.weight",
         "blk.{i}.post_ffw_norm.weight": "model.layers.{i}.post_feedforward_layernorm.weight",
@@ -50,160 +51,86 @@ NAME_MAPS = {
 }
 
 
-_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUFValueType -> size
-_STRING, _ARRAY = 8, 9
-_REQUIRED = object()
+# Metadata under "{arch}." that calib reads (or that cannot change the output); any other such key changes the
+# computation in a way calib does not implement (soft-capping, experts, YaRN, ...) and is refused.
+KNOWN_KEYS = {
+    "context_length",
+    "embedding_length",
+    "block_count",
+    "feed_forward_length",
+    "vocab_size",
+    "attention.head_count",
+    "attention.head_count_kv",
+    "attention.key_length",
+    "attention.value_length",
+    "attention.layer_norm_rms_epsilon",
+    "attention.sliding_window",
+    "attention.sliding_window_pattern",
+    "attention.scale",
+    "rope.dimension_count",
+    "rope.freq_base",
+    "rope.freq_base_swa",
+    "rope.scaling.type",
+    "rope.scaling.factor",
+    "rope.scaling.original_context_length",  # informational for linear scaling (the only type calib runs)
+    "rope.scaling.finetuned",
+}
+ROPE_FREQS = ("rope_freqs.weight", "rope_freqs")  # llama.cpp's per-frequency RoPE divisors (Llama 3 scaling)
 
 
-class _Header:
-    """A bounds-checked cursor over a GGUF header. gguf.GGUFReader reads past the end of a file as empty arrays, so
-    an array whose length field is damaged makes it loop (nearly) forever; this walk refuses such a file first."""
-
-    def __init__(self, buf, path: str):
-        self.buf, self.path, self.pos, self.order = buf, path, 0, "<"
-
-    def bad(self, what: str) -> CalibError:
-        return CalibError(
-            f"cannot read GGUF file {self.path}: {what} at byte {self.pos} (the file is corrupt or truncated; "
-            "re-download or re-convert it)"
-        )
-
-    def take(self, n: int) -> int:
-        if n > len(self.buf) - self.pos:
-            raise self.bad(f"{n} more bytes needed but the file ends at byte {len(self.buf)}")
-        start, self.pos = self.pos, self.pos + n
-        return start
-
-    def uint(self, size: int) -> int:
-        start = self.take(size)
-        return int.from_bytes(self.buf[start : self.pos], "little" if self.order == "<" else "big")
-
-    def text(self, what: str) -> str:
-        n = self.uint(8)
-        start = self.take(n)
-        try:
-            return bytes(self.buf[start : self.pos]).decode("utf-8")
-        except UnicodeDecodeError:
-            raise self.bad(f"{what} is not UTF-8") from None
-
-    def value(self, kind: int, key: str, depth: int = 0) -> None:
-        if kind in _SCALAR_BYTES:
-            self.take(_SCALAR_BYTES[kind])
-        elif kind == _STRING:
-            self.text(f"the value of {key}")
-        elif kind == _ARRAY and depth < 4:
-            item, count = self.uint(4), self.uint(8)
-            least = _SCALAR_BYTES.get(item, 8 if item == _STRING else 12)
-            if count * least > len(self.buf) - self.pos:
-                raise self.bad(f"array {key} claims {count} items, more than the file holds")
-            if item in _SCALAR_BYTES:
-                self.take(count * least)
-            else:
-                for _ in range(count):
-                    self.value(item, key, depth + 1)
-        else:
-            raise self.bad(f"metadata {key} has unknown value type {kind}")
-
-    def walk(self) -> None:
-        """Magic, version, every key/value and every tensor description, each inside the file."""
-        if bytes(self.buf[:4]) != b"GGUF":
-            raise self.bad("no GGUF magic (this is not a GGUF file)")
-        self.pos = 4
-        version = self.uint(4)
-        if version & 0xFFFF == 0:  # written on a big-endian machine, as gguf.GGUFReader detects it
-            self.order, self.pos = ">", 4
-            version = self.uint(4)
-        if version not in (2, 3):
-            raise self.bad(f"GGUF version {version} (calib reads versions 2 and 3)")
-        tensors, keys = self.uint(8), self.uint(8)
-        if keys * 13 + tensors * 24 > len(self.buf) - self.pos:
-            raise self.bad(f"{keys} metadata keys and {tensors} tensors claimed, more than the file holds")
-        for _ in range(keys):
-            key = self.text("a metadata key")
-            self.value(self.uint(4), key)
-        for _ in range(tensors):
-            name = self.text("a tensor name")
-            dims = self.uint(4)
-            if dims > 4:
-                raise self.bad(f"tensor {name} has {dims} dimensions (GGUF allows at most 4)")
-            self.take(8 * dims + 4 + 8)
-
-
-def check_gguf_header(path: str) -> None:
-    """Walk the header with bounds checks before gguf.GGUFReader sees the file (see _Header)."""
-    import mmap
-
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size < 24:
-                raise CalibError(
-                    f"cannot read GGUF file {path}: only {os.fstat(f.fileno()).st_size} bytes, too short for a "
-                    "GGUF header (the file is corrupt or truncated; re-download it)"
-                )
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                _Header(buf, path).walk()
-    except OSError as err:
-        raise CalibError(f"cannot read GGUF file {path}: {err.strerror or err}") from None
-
-
-def open_gguf(path: str):
-    """Open a GGUF file or raise one clear line naming it."""
-    import gguf
-
-    if not os.path.isfile(path):
-        raise CalibError(
-            f"GGUF file not found: {path} (check the path; built-in models install with `make setup`)"
-        )
-    check_gguf_header(path)
-    try:
-        return gguf.GGUFReader(path)
-    except Exception as err:  # the reader raises ValueError, KeyError, struct errors... on truncated files
-        raise CalibError(
-            f"cannot read GGUF file {path}: {type(err).__name__}: {err} (the file is corrupt or truncated; re-download it)"
-        ) from None
-
-
-def field_value(reader, key: str, default=None):
-    """A scalar, string or array metadata value of a GGUF file."""
-    field = reader.fields.get(key)
-    if field is None:
-        return default
-    try:
-        return field.contents()
-    except Exception as err:  # e.g. a string value that is not UTF-8
-        raise CalibError(
-            f"GGUF file metadata {key} is unreadable ({type(err).__name__}: {err}); the file is corrupt, "
-            "re-download or re-convert it"
-        ) from None
-
-
-def _meta(reader, path: str, key: str, kind: str, default=_REQUIRED):
-    """A metadata value checked against its kind: "count" (integer >= 1), "id" (integer >= 0) or "number" (> 0)."""
-    value = field_value(reader, key)
-    if value is None:
-        if default is _REQUIRED:
+def _refuse_unknown_keys(reader, arch: str, path: str) -> None:
+    for key in reader.fields:
+        if key.startswith(f"{arch}.") and key[len(arch) + 1 :] not in KNOWN_KEYS:
+            value = field_value(reader, key)
+            if key.endswith("expert_count") and value == 0:
+                continue  # a dense model that states it has no experts
+            what = "soft-capping" if "softcapping" in key else "experts" if "expert" in key else "metadata"
             raise CalibError(
-                f"GGUF file {path} lacks metadata key {key} (incomplete conversion; re-convert it)"
+                f"GGUF file {path}: {what} key {key} = {value!r} changes the computation and is not implemented "
+                "by calib; use another model"
             )
-        return default
-    integer = not isinstance(value, bool) and isinstance(value, int)
-    ok = {
-        "count": integer and value >= 1,
-        "id": integer and value >= 0,
-        "number": not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < float("inf"),
-    }[kind]
-    if not ok:
-        want = {
-            "count": "a positive integer",
-            "id": "a token id (integer >= 0)",
-            "number": "a positive number",
-        }
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+
+
+def _rope_scaling(reader, arch: str, path: str, head_dim: int) -> dict:
+    """The linear factor ({arch}.rope.scaling.*) and Llama 3's rope_freqs tensor, as ModelConfig fields."""
+    kind = field_value(reader, f"{arch}.rope.scaling.type")
+    factor = meta_value(reader, path, f"{arch}.rope.scaling.factor", "number", 1.0)
+    if kind not in (None, "none", "linear"):
         raise CalibError(
-            f"GGUF file {path}: metadata {key} is {shown}, expected {want[kind]} (corrupt or foreign file; "
-            "re-convert it)"
+            f"GGUF file {path}: RoPE scaling {kind!r} ({arch}.rope.scaling.type) is not implemented by calib "
+            "(it runs none, linear and Llama 3's rope_freqs); use another model"
         )
-    return value
+    out = {"rope_factor": float(factor)} if kind != "none" else {}
+    tensor = next((t for t in reader.tensors if t.name in ROPE_FREQS), None)
+    if tensor is not None:
+        if arch not in LLAMA_LIKE or arch == "qwen2":
+            raise CalibError(f"GGUF file {path}: tensor {tensor.name} is not implemented for {arch}")
+        import gguf
+
+        freqs = np.asarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type), np.float64).ravel()
+        if freqs.size != head_dim // 2 or not (np.isfinite(freqs).all() and (freqs > 0).all()):
+            raise CalibError(
+                f"GGUF file {path}: tensor {tensor.name} holds {freqs.size} values, expected {head_dim // 2} "
+                "positive ones (corrupt file; re-convert it)"
+            )
+        out["rope_freq_factors"] = tuple(float(f) for f in freqs)
+    return out
+
+
+def _gemma3_layers(reader, path: str, layers: int) -> tuple[str, ...]:
+    """gemma3.attention.sliding_window_pattern (a period or one bool per layer, true = sliding), else llama.cpp's
+    fixed period of 6."""
+    pattern = field_value(reader, "gemma3.attention.sliding_window_pattern", 6)
+    if isinstance(pattern, list):
+        if len(pattern) != layers or not all(isinstance(p, bool) for p in pattern):
+            raise CalibError(
+                f"GGUF file {path}: gemma3.attention.sliding_window_pattern has {len(pattern)} entries, "
+                f"expected {layers} booleans (re-convert it)"
+            )
+        return tuple("sliding_attention" if p else "full_attention" for p in pattern)
+    return sliding_every(
+        layers, meta_value(reader, path, "gemma3.attention.sliding_window_pattern", "count", 6)
+    )
 
 
 def gguf_config(reader, path: str) -> ModelConfig:
@@ -212,11 +139,12 @@ def gguf_config(reader, path: str) -> ModelConfig:
     arch = field_value(reader, "general.architecture")
     if not isinstance(arch, str) or (arch not in LLAMA_LIKE and arch != "gemma3"):
         raise CalibError(
-            f"unsupported architecture {arch!r} in {path}: calib runs llama, mistral, qwen2 and gemma3"
+            f"unsupported architecture {arch!r} in {path}: calib runs {sorted([*LLAMA_LIKE, 'gemma3'])}"
         )
+    _refuse_unknown_keys(reader, arch, path)
 
-    def need(key: str, kind: str = "count", default=_REQUIRED):
-        return _meta(reader, path, f"{arch}.{key}", kind, default)
+    def need(key: str, kind: str = "count", default=REQUIRED):
+        return meta_value(reader, path, f"{arch}.{key}", kind, default)
 
     tokens = field_value(reader, "tokenizer.ggml.tokens")
     if tokens is not None and (not isinstance(tokens, list) or not tokens):
@@ -238,11 +166,18 @@ def gguf_config(reader, path: str) -> ModelConfig:
             f"{arch}.attention.head_count ({heads}) and no key_length is given (re-convert it)"
         )
     head_dim = head_dim or embed // heads
-    eos = _meta(reader, path, "tokenizer.ggml.eos_token_id", "id", None)
+    for key in ("attention.value_length", "rope.dimension_count"):
+        if need(key, default=head_dim) != head_dim:
+            raise CalibError(
+                f"GGUF file {path}: {arch}.{key} = {need(key)} differs from the head size {head_dim} "
+                "(partial RoPE or unequal key/value heads are not implemented by calib)"
+            )
+    layers = need("block_count")
+    eos = meta_value(reader, path, "tokenizer.ggml.eos_token_id", "id", None)
     common = dict(
         vocab_size=len(tokens) if tokens is not None else need("vocab_size"),
         embed_dim=embed,
-        num_layers=need("block_count"),
+        num_layers=layers,
         num_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
@@ -250,28 +185,37 @@ def gguf_config(reader, path: str) -> ModelConfig:
         rope_base=float(need("rope.freq_base", "number", 10_000.0)),
         norm_eps=float(need("attention.layer_norm_rms_epsilon", "number")),
         max_context=need("context_length"),
-        bos_id=_meta(reader, path, "tokenizer.ggml.bos_token_id", "id", None),
+        bos_id=meta_value(reader, path, "tokenizer.ggml.bos_token_id", "id", None),
         eos_ids=() if eos is None else (eos,),
-        pad_id=_meta(reader, path, "tokenizer.ggml.padding_token_id", "id", eos if eos is not None else 0),
+        pad_id=meta_value(
+            reader, path, "tokenizer.ggml.padding_token_id", "id", eos if eos is not None else 0
+        ),
         tie_embeddings="output.weight" not in {t.name for t in reader.tensors},
+        **_rope_scaling(reader, arch, path, head_dim),
     )
+    window = need("attention.sliding_window", default=None)
     if arch == "gemma3":
-        return ModelConfig(
-            arch="gemma3",
+        # llama.cpp scales Gemma 3 queries by head_dim ** -0.5, except 27B (62 layers): (embed / heads) ** -0.5
+        scale = need("attention.scale", "number", None)
+        scalar = scale**-2 if scale else (embed / heads if layers == 62 else head_dim)
+        return ModelConfig.gemma3(
             **common,
-            rope_base_local=float(_meta(reader, path, "gemma3.rope.freq_base_swa", "number", 10_000.0)),
+            rope_base_local=float(need("rope.freq_base_swa", "number", 10_000.0)),
             sliding_window=need("attention.sliding_window"),
-            sliding_pattern=6,
-            qk_norm=True,
-            sandwich_norms=True,
-            norm_plus_one=True,
-            activation="gelu_tanh",
-            scale_embeddings=True,
-            query_scale=head_dim**-0.5,
+            layer_types=_gemma3_layers(reader, path, layers),
+            query_pre_attn_scalar=scalar,
         )
-    return ModelConfig(
-        arch="llama", qkv_bias=any(t.name == "blk.0.attn_q.bias" for t in reader.tensors), **common
-    )
+    if need("attention.scale", "number", None) is not None:
+        raise CalibError(f"GGUF file {path}: {arch}.attention.scale is not implemented for {arch}")
+    if arch in ("qwen2", "qwen3"):
+        if window is not None:
+            raise CalibError(
+                f"GGUF file {path}: {arch}.attention.sliding_window is not implemented for {arch}"
+            )
+        return ModelConfig.qwen3(**common) if arch == "qwen3" else ModelConfig.qwen2(**common)
+    if any(t.name == "blk.0.attn_q.bias" for t in reader.tensors):
+        raise CalibError(f"GGUF file {path}: q/k/v biases are not implemented for {arch} (only for qwen2)")
+    return ModelConfig.mistral(**common, sliding_window=window) if window else ModelConfig.llama(**common)
 
 
 def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
@@ -296,8 +240,13 @@ def gguf_state_dict(reader, cfg: ModelConfig, path: str) -> dict[str, np.ndarray
     out = {}
     for tensor in reader.tensors:
         name = _hf_name(cfg.arch, tensor.name)
+        if tensor.name in ROPE_FREQS:
+            continue  # read into cfg.rope_freq_factors by gguf_config
         if name is None:
-            continue  # e.g. rope_freqs tables llama.cpp stores for its own kernels
+            raise CalibError(
+                f"GGUF file {path}: tensor {tensor.name} is not implemented by calib's {cfg.arch} model (it "
+                "would change the computation); use a supported model"
+            )
         try:
             w = np.asarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
         except Exception as err:

@@ -9,10 +9,23 @@ import os
 import numpy as np
 
 from calib.errors import CalibError
-from calib.models.config import ModelConfig
+from calib.models.config import LAYER_TYPES, ModelConfig, llama3_rope_factors, sliding_every
 
-LLAMA_TYPES = {"llama", "mistral", "qwen2", "smollm3"}
+QWEN_TYPES = {"qwen2", "qwen3"}
+LLAMA_TYPES = {"llama", "mistral"} | QWEN_TYPES
 GEMMA3_TYPES = {"gemma3_text", "gemma3"}
+ROPE_TYPES = {"default", "linear", "llama3"}
+# config keys whose non-default value changes the computation in a way calib does not implement
+REFUSED_KEYS = {
+    "final_logit_softcapping": "soft-capping",
+    "attn_logit_softcapping": "soft-capping",
+    "num_local_experts": "mixture of experts",
+    "num_experts": "mixture of experts",
+    "n_routed_experts": "mixture of experts",
+    "mlp_bias": "MLP biases",
+    "use_bidirectional_attention": "bidirectional attention",
+    "no_rope_layers": "layers without RoPE",
+}
 
 
 def _fail(path: str, key: str, value: object, want: str) -> CalibError:
@@ -60,34 +73,81 @@ def _token_id(cfg: dict, key: str, path: str) -> int | None:
     return value
 
 
-def _rope_type(params: dict, path: str) -> str | None:
-    value = params.get("rope_type", params.get("type", "default"))
-    if value is not None and not isinstance(value, str):
+def _rope_type(params: dict, path: str) -> str:
+    value = params.get("rope_type", params.get("type")) or "default"
+    if not isinstance(value, str):
         raise _fail(path, "rope_type", value, "a RoPE type name")
+    if value not in ROPE_TYPES:
+        raise CalibError(
+            f"unsupported RoPE scaling {value!r} in {path}: calib implements {sorted(ROPE_TYPES)}; "
+            "use a model without it"
+        )
     return value
 
 
-def _rope_bases(cfg: dict, path: str) -> tuple[float, float]:
-    """(global, local) RoPE bases from either the transformers 4 keys or transformers 5's rope_parameters."""
+def _scaled_rope(params: dict, base: float, head_dim: int, path: str) -> dict:
+    """ModelConfig fields of one RoPE parameter set: the linear factor or Llama 3's per-frequency factors."""
+    kind = _rope_type(params, path)
+    if kind == "linear":
+        return {"rope_factor": _number(params, "factor", f"{path} rope linear", 0.0)}
+    if kind == "llama3":
+        where = f"{path} rope llama3"
+        low, high = (
+            _number(params, "low_freq_factor", where, 1.0),
+            _number(params, "high_freq_factor", where, 4.0),
+        )
+        if high <= low:
+            raise _fail(where, "high_freq_factor", high, f"a number above low_freq_factor ({low})")
+        factor = _number(params, "factor", where, 0.0)
+        original = _int(params, "original_max_position_embeddings", where)
+        factors = llama3_rope_factors(base, head_dim, factor, low, high, original)
+        return {"rope_freq_factors": factors}
+    return {}
+
+
+def _rope(cfg: dict, head_dim: int, path: str) -> dict:
+    """RoPE fields from transformers 4 keys (rope_theta, rope_scaling, rope_local_base_freq) or transformers 5's
+    rope_parameters (flat, or per layer type for Gemma 3). Scaling applies to the global layers only."""
+    factor = cfg.get("partial_rotary_factor")
+    if factor is not None and factor != 1:
+        raise _fail(path, "partial_rotary_factor", factor, "1 (calib rotates the whole head)")
     params = _dict(cfg, "rope_parameters", path)
-    scaling = _dict(cfg, "rope_scaling", path)
     local_default = _number(cfg, "rope_local_base_freq", path, 10_000.0)
     if "full_attention" in params:  # per-layer-type dict (Gemma 3 in transformers 5)
         full = _dict(params, "full_attention", f"{path} rope_parameters")
         local = _dict(params, "sliding_attention", f"{path} rope_parameters")
-        kinds = {_rope_type(full, path), _rope_type(local, path)}
+        if _rope_type(local, path) != "default":
+            raise CalibError(
+                f"RoPE scaling on sliding layers in {path} is not implemented (Gemma 3 scales global layers only)"
+            )
         base = _number(full, "rope_theta", f"{path} rope_parameters.full_attention", 10_000.0)
         base_local = _number(local, "rope_theta", f"{path} rope_parameters.sliding_attention", local_default)
     else:
-        kinds = {_rope_type(params, path) if "rope_type" in params else _rope_type(scaling, path)}
+        full = params if params else _dict(cfg, "rope_scaling", path)
         theta = params.get("rope_theta", cfg.get("rope_theta"))
         base = _number({"rope_theta": theta}, "rope_theta", path, 10_000.0)
         base_local = local_default
-    if kinds - {"default", None}:
-        raise CalibError(
-            f"unsupported RoPE scaling {sorted(map(str, kinds))} in {path}: calib implements plain RoPE only"
-        )
-    return base, base_local
+    return {"rope_base": base, "rope_base_local": base_local, **_scaled_rope(full, base, head_dim, path)}
+
+
+def _layer_types(cfg: dict, kind: str, layers: int, path: str) -> tuple[str, ...] | None:
+    """layer_types as given; older configs: Qwen's use_sliding_window/max_window_layers, Gemma 3's pattern."""
+    types = cfg.get("layer_types")
+    if types is not None:
+        if not (isinstance(types, list) and all(isinstance(t, str) for t in types)) or len(types) != layers:
+            raise _fail(path, "layer_types", types, f"a list of {layers} layer type names")
+        bad = sorted(set(types) - set(LAYER_TYPES))
+        if bad:
+            raise CalibError(
+                f"layer type {bad[0]!r} in {path} is not implemented: calib runs {list(LAYER_TYPES)}"
+            )
+        return tuple(types)
+    if kind in QWEN_TYPES and cfg.get("use_sliding_window"):
+        first = _int(cfg, "max_window_layers", path, minimum=0)
+        return tuple("sliding_attention" if i >= first else "full_attention" for i in range(layers))
+    if kind in GEMMA3_TYPES:
+        return sliding_every(layers, _int(cfg, "sliding_window_pattern", path, default=6))
+    return None
 
 
 def _read_config(path: str) -> dict:
@@ -149,60 +209,63 @@ def hf_config(folder: str) -> ModelConfig:
             "not set; add head_dim"
         )
     head_dim = _int(cfg, "head_dim", path, default=embed // heads)
-    base, base_local = _rope_bases(cfg, path)
+    for key, what in REFUSED_KEYS.items():
+        value = cfg.get(key)
+        if value not in (None, False, 0, []):
+            raise CalibError(
+                f"{what} ({key}: {value!r}) in {path} is not implemented by calib; use another model"
+            )
+    if kind in GEMMA3_TYPES:
+        act_key, act_want = "hidden_activation", "gelu_pytorch_tanh"
+    else:
+        act_key, act_want = "hidden_act", "silu"
+    if cfg.get(act_key, act_want) != act_want:
+        raise _fail(path, act_key, cfg.get(act_key), f"{act_want!r} (the only activation this family runs)")
     eos = cfg.get("eos_token_id")
     eos_list = eos if isinstance(eos, list) else ([] if eos is None else [eos])
     eos_ids = tuple(_token_id({"eos_token_id": e}, "eos_token_id", path) for e in eos_list)
     pad = _token_id(cfg, "pad_token_id", path)
-    for key in ("tie_word_embeddings", "attention_bias"):
+    for key in ("tie_word_embeddings", "attention_bias", "use_sliding_window"):
         if cfg.get(key) is not None and not isinstance(cfg[key], bool):
             raise _fail(path, key, cfg[key], "true or false")
+    if cfg.get("attention_bias") and kind != "qwen2":
+        raise CalibError(
+            f"attention_bias in {path} adds an output-projection bias, which calib does not implement"
+        )
+    layers = _int(cfg, "num_hidden_layers", path)
+    types = _layer_types(cfg, kind, layers, path)
+    window = None
+    if (types and "sliding_attention" in types) or (
+        kind == "mistral" and cfg.get("sliding_window") is not None
+    ):
+        window = _int(cfg, "sliding_window", path)
     common = dict(
         vocab_size=_int(cfg, "vocab_size", path),
         embed_dim=embed,
-        num_layers=_int(cfg, "num_hidden_layers", path),
+        num_layers=layers,
         num_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
         ffw_dim=_int(cfg, "intermediate_size", path),
-        rope_base=base,
         norm_eps=_number(cfg, "rms_norm_eps", path, 1e-6),
         max_context=_int(cfg, "max_position_embeddings", path, default=8192),
         bos_id=_token_id(cfg, "bos_token_id", path),
         eos_ids=eos_ids,
         pad_id=pad if pad is not None else (eos_ids[0] if eos_ids else 0),
         tie_embeddings=cfg.get("tie_word_embeddings", True),
+        **_rope(cfg, head_dim, path),
     )
     if kind in GEMMA3_TYPES:
-        if cfg.get("final_logit_softcapping") or cfg.get("attn_logit_softcapping"):
-            raise CalibError(f"soft-capping in {path} is not supported by calib's Gemma 3")
-        window = cfg.get("sliding_window", 512)  # an explicit null means no sliding window
-        types = cfg.get("layer_types")
-        if types is not None and not (isinstance(types, list) and all(isinstance(t, str) for t in types)):
-            raise _fail(path, "layer_types", types, "a list of layer type names")
-        pattern = (
-            types.index("full_attention") + 1
-            if types and "full_attention" in types
-            else _int(cfg, "sliding_window_pattern", path, default=6)
+        scalar = _number(cfg, "query_pre_attn_scalar", path, float(head_dim))
+        return ModelConfig.gemma3(
+            **common, sliding_window=window, layer_types=types, query_pre_attn_scalar=scalar
         )
-        return ModelConfig(
-            arch="gemma3",
-            **common,
-            rope_base_local=base_local,
-            sliding_window=None if window is None else _int(cfg, "sliding_window", path),
-            sliding_pattern=pattern,
-            qk_norm=True,
-            sandwich_norms=True,
-            norm_plus_one=True,
-            activation="gelu_tanh",
-            scale_embeddings=True,
-            query_scale=_number(cfg, "query_pre_attn_scalar", path, float(head_dim)) ** -0.5,
-        )
-    if cfg.get("hidden_act", "silu") != "silu":
-        raise CalibError(
-            f"unsupported hidden_act {cfg.get('hidden_act')!r} in {path}: Llama-family models use silu"
-        )
-    return ModelConfig(arch="llama", qkv_bias=cfg.get("attention_bias", kind == "qwen2") is True, **common)
+    if kind == "mistral":
+        return ModelConfig.mistral(**common, sliding_window=window)
+    sliding = dict(sliding_window=window, layer_types=types or ())
+    return {"llama": ModelConfig.llama, "qwen2": ModelConfig.qwen2, "qwen3": ModelConfig.qwen3}[kind](
+        **common, **sliding
+    )
 
 
 _ITEM_BYTES = {

@@ -41,10 +41,15 @@ class RMSNorm(nnx.Module):
         return (y * (1.0 + w if self.plus_one else w)).astype(x.dtype)
 
 
-def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
-    """Rotary embedding, half-split ("rotate_half") convention as in transformers. x: [B, T, N, H]."""
+def apply_rope(
+    x: jax.Array, positions: jax.Array, base: float, divisors: tuple[float, ...] = ()
+) -> jax.Array:
+    """Rotary embedding, half-split ("rotate_half") convention as in transformers. x: [B, T, N, H]. divisors
+    (one per frequency, static) scale the inverse frequencies down: linear and Llama 3 RoPE scaling."""
     half = x.shape[-1] // 2
     inv_freq = 1.0 / (base ** (jnp.arange(0, half, dtype=jnp.float32) / half))
+    if divisors:
+        inv_freq = inv_freq / jnp.asarray(divisors, jnp.float32)
     angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, H/2]
     cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
@@ -87,7 +92,12 @@ class Attention(nnx.Module):
         self.scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim**-0.5
 
     def __call__(
-        self, x: jax.Array, positions: jax.Array, rope_base: float, window: int | None, cache: KVCache | None
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        rope: tuple[float, tuple[float, ...]],
+        window: int | None,
+        cache: KVCache | None,
     ) -> tuple[jax.Array, KVCache | None]:
         cfg = self.cfg
         q = jnp.einsum("BTD,DNH->BTNH", x, self.q[...])
@@ -97,7 +107,7 @@ class Attention(nnx.Module):
             q, k, v = q + self.q_bias[...], k + self.k_bias[...], v + self.v_bias[...]
         if cfg.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = rope(q, positions, rope_base), rope(k, positions, rope_base)
+        q, k = apply_rope(q, positions, *rope), apply_rope(k, positions, *rope)
 
         if cache is None:
             keys, values, k_pos = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), positions
@@ -147,14 +157,13 @@ class Block(nnx.Module):
         self.attn = Attention(cfg, dtype, rngs)
         self.mlp = GatedMLP(cfg, dtype, rngs)
         self.sandwich = cfg.sandwich_norms
-        sliding = cfg.is_sliding(layer)
-        self.window = cfg.sliding_window if sliding else None
-        self.rope_base = cfg.rope_base_local if sliding else cfg.rope_base
+        self.window = cfg.sliding_window if cfg.is_sliding(layer) else None
+        self.rope = cfg.rope_for(layer)  # (base, divisors): static, so blocks of one kind share a graphdef
 
     def __call__(
         self, x: jax.Array, positions: jax.Array, cache: KVCache | None
     ) -> tuple[jax.Array, KVCache | None]:
-        h, cache = self.attn(self.pre_attn_norm(x), positions, self.rope_base, self.window, cache)
+        h, cache = self.attn(self.pre_attn_norm(x), positions, self.rope, self.window, cache)
         x = x + (self.post_attn_norm(h) if self.sandwich else h)
         h = self.mlp(self.pre_ffw_norm(x))
         return x + (self.post_ffw_norm(h) if self.sandwich else h), cache

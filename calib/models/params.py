@@ -56,6 +56,10 @@ PARAM_TABLE: dict[str, list[tuple[str, str, Transform]]] = {
 }
 
 
+# tensors that do not change the text decoder's output: cached rotary tables, multimodal Gemma 3's vision parts
+IGNORED = r"(.*\.rotary_emb\.inv_freq|(model\.)?(vision_tower|multi_modal_projector)\..*)"
+
+
 def _variable(model: nnx.Module, path: str) -> nnx.Variable:
     node = model
     for part in path.split("."):
@@ -82,7 +86,12 @@ def build_model(
                 path = re.sub(pattern, target, name)
                 break
         else:
-            continue  # rotary tables, vision towers and other tensors the text decoder does not use
+            if re.fullmatch(IGNORED, name):
+                continue
+            raise CalibError(
+                f"tensor {name} in {source} is not implemented by calib's {cfg.arch} model (it would change the "
+                "computation); use a supported checkpoint"
+            )
         try:
             var = _variable(model, path)
         except (KeyError, IndexError, AttributeError):

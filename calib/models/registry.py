@@ -27,6 +27,7 @@ TINY = {"tiny-llama": tiny_llama, "tiny-gemma3": tiny_gemma3}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CONVERSION_MODULES = (
     "calib.models.gguf_weights",
+    "calib.models.gguf_file",
     "calib.models.config",
 )  # the GGUF fix-ups and the config layout
 
