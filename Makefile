@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run demo test test-fast fuzz lint bench figures paper clean
+.PHONY: setup run test test-fast fuzz lint bench figures paper clean
 
 setup: $(STAMP)
 
@@ -24,9 +24,6 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(VENV)/bin/calib
-
-demo: setup
-	$(PY) -m calib.demo
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadgroup
