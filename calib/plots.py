@@ -8,8 +8,10 @@ PDF atomically (temporary name, then rename), so a crash never leaves a half-wri
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +179,23 @@ def risk_coverage_curve(
     return fig
 
 
+def undefined_note(ax: Axes, why: str) -> None:
+    """Write "undefined: <why>" in the middle of the axes, for a panel whose value does not exist (e.g. AUROC when
+    every answer has the same grade), so an empty panel reads as a finding rather than a failure to draw."""
+    ax.text(
+        0.5,
+        0.5,
+        f"undefined: {why}",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=8,
+        color=NEUTRAL,
+        wrap=True,
+        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": NEUTRAL, "alpha": 0.9},
+    )
+
+
 def roc_points(confidence: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
     """(false positive rate, true positive rate) at every distinct confidence threshold, from (0, 0) to (1, 1)."""
     c, y = validate.pair(confidence, correct)
@@ -192,11 +211,15 @@ def roc_curve(confidences: Any, correct: Any, ax: Axes | None = None, title: str
     """ROC curve of confidence separating correct from wrong answers, one curve per estimator, with AUROC."""
     with matplotlib.rc_context(STYLE):
         fig, ax = _canvas(ax)
-        for i, (name, conf) in enumerate(_named(confidences).items()):
-            fpr, tpr = roc_points(conf, correct)
-            score = auroc(conf, correct)
-            label = f"{name} (AUROC {score:.3f})" if name else f"AUROC {score:.3f}"
-            ax.plot(fpr, tpr, color=COLORS[i % len(COLORS)], label=label, drawstyle="default")
+        _, y = validate.pair(next(iter(_named(confidences).values())), correct)
+        if y.min() == y.max():  # one class: no ROC curve and no AUROC
+            undefined_note(ax, f"every answer is {'correct' if y.min() else 'wrong'}, so AUROC has no value")
+        else:
+            for i, (name, conf) in enumerate(_named(confidences).items()):
+                fpr, tpr = roc_points(conf, correct)
+                score = auroc(conf, correct)
+                label = f"{name} (AUROC {score:.3f})" if name else f"AUROC {score:.3f}"
+                ax.plot(fpr, tpr, color=COLORS[i % len(COLORS)], label=label, drawstyle="default")
         ax.plot([0, 1], [0, 1], "--", color=NEUTRAL, linewidth=1, label="chance")
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false positive rate", ylabel="true positive rate")
         ax.set_title(title or "ROC")
@@ -206,6 +229,19 @@ def roc_curve(confidences: Any, correct: Any, ax: Axes | None = None, title: str
 
 roc_curves = roc_curve
 risk_coverage_curves = risk_coverage_curve
+
+
+@contextlib.contextmanager
+def quiet_fonttools() -> Iterator[None]:
+    """Raise the `fontTools` logger to WARNING while a PDF is written (its font subsetting logs every glyph table at
+    INFO), then restore its level: scoped, so no logging setting changes at import."""
+    logger = logging.getLogger("fontTools")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def save_figure(
@@ -224,7 +260,7 @@ def save_figure(
         # A fixed PDF creation date keeps regenerated figures byte-identical.
         metadata = {"CreationDate": None} if fmt == "pdf" else None
         try:
-            with writing(final), matplotlib.rc_context(STYLE):
+            with writing(final), matplotlib.rc_context(STYLE), quiet_fonttools():
                 fig.savefig(tmp, format=fmt, metadata=metadata)
                 os.replace(tmp, final)
         finally:

@@ -117,3 +117,26 @@ def test_quantile_reliability_diagram_has_equal_mass_bins(data):
     counts = [int(t.get_text()) for t in fig.axes[0].texts]
     assert counts == [100] * 5
     assert "quantile" in fig.axes[0].get_title()
+
+
+def test_pdf_saving_silences_fonttools_and_restores_its_level(tmp_path, data, caplog):
+    import logging
+
+    c, y = data
+    logger = logging.getLogger("fontTools")
+    logger.setLevel(logging.INFO)
+    try:
+        with caplog.at_level(logging.INFO):
+            plots.save_figure(plots.reliability_diagram(c, y), tmp_path / "r", formats=("pdf",))
+        assert not [r for r in caplog.records if r.name.startswith("fontTools")]
+        assert logger.level == logging.INFO
+    finally:
+        logger.setLevel(logging.NOTSET)
+
+
+def test_roc_with_one_class_draws_an_undefined_note(data):
+    c, _ = data
+    ax = plots.roc_curve({"a": c, "b": 1 - c}, np.ones_like(c)).axes[0]
+    notes = [t.get_text() for t in ax.texts]
+    assert len(notes) == 1 and notes[0].startswith("undefined: every answer is correct")
+    assert len(ax.lines) == 1  # only the chance diagonal
