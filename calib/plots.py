@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -185,13 +186,12 @@ def undefined_note(ax: Axes, why: str) -> None:
     ax.text(
         0.5,
         0.5,
-        f"undefined: {why}",
+        textwrap.fill(f"undefined: {why}", 28),
         transform=ax.transAxes,
         ha="center",
         va="center",
         fontsize=8,
         color=NEUTRAL,
-        wrap=True,
         bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": NEUTRAL, "alpha": 0.9},
     )
 

@@ -7,7 +7,7 @@ transitions.csv    answers fixed / broke / left alone between passes
 adaptive.csv       revising only the least confident questions: accuracy and compute kept
 answers.csv        every question's answer, extraction and grade on every pass
 confidences.parquet every confidence at every point
-figures/           metric vs compute per estimator family, accuracy and ECE per pass, transitions, adaptive
+figures/           metric vs compute (GFLOPs) per estimator family, accuracy and ECE per pass, transitions, adaptive
                    (redrawn from the tables of a finished study by draw_figures(run_dir))
 summary.md         the headline tables
 """
@@ -27,7 +27,7 @@ from matplotlib.ticker import NullFormatter
 from calib.cache import atomic_write_text
 from calib.pipeline.evaluate import METRICS
 from calib.pipeline.store import write_table
-from calib.plots import COLORS, STYLE, save_figure
+from calib.plots import COLORS, STYLE, save_figure, undefined_note
 from calib.studies.scaling_tables import family_of
 
 LINESTYLES = ("-", "--", ":", "-.")
@@ -39,17 +39,26 @@ def _figure(ncols: int, nrows: int = 1, width: float = 3.2, height: float = 2.8)
     return fig, np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).reshape(-1)
 
 
-def _log_x(ax) -> None:
+def _log_x(ax, values) -> None:
+    """Log x axis ticked at the compute values drawn (at most 6 of them, spread evenly in log space): a grid that
+    spans less than a decade has no major log tick, so the default locator leaves the axis unlabelled."""
     ax.set_xscale("log")
+    ticks = np.unique(np.asarray(values, np.float64)[np.isfinite(values) & (np.asarray(values) > 0)])
+    if ticks.size > 6:
+        ticks = ticks[np.unique(np.round(np.linspace(0, ticks.size - 1, 6)).astype(int))]
+    if ticks.size:
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks], rotation=30 if ticks.size > 3 else 0)
+        ax.set_xlim(ticks[0] / 1.15, ticks[-1] * 1.15)
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
 
 
 def metric_vs_compute(points: pd.DataFrame, accuracy: pd.DataFrame, metric: str) -> Figure:
-    """One panel per estimator family: metric against FLOPs per question (log x); colour = estimator,
-    line style = revise passes R, points along a line = K."""
+    """One panel per estimator family: metric against GFLOPs per question (log x); colour = estimator,
+    line style = revise passes R, points along a line = K. A panel with no defined value says so on the axes."""
     part = points[(points["group"] == "all") & (points["metric"] == metric)].merge(
         accuracy[["K", "R", "flops"]], on=["K", "R"]
     )
+    part = part.assign(gflops=part["flops"] / 1e9)
     names = list(dict.fromkeys(part["estimator"]))
     families: dict[str, list[str]] = {}
     for name in names:
@@ -62,9 +71,9 @@ def metric_vs_compute(points: pd.DataFrame, accuracy: pd.DataFrame, metric: str)
         for ax, (family, members) in zip(axes, families.items()):
             for i, name in enumerate(members):
                 for j, (r, rows) in enumerate(part[part["estimator"] == name].groupby("R")):
-                    rows = rows.sort_values("flops")
+                    rows = rows.sort_values("gflops")
                     ax.plot(
-                        rows["flops"],
+                        rows["gflops"],
                         rows["value"],
                         LINESTYLES[int(r) % 4],
                         marker="o",
@@ -72,9 +81,15 @@ def metric_vs_compute(points: pd.DataFrame, accuracy: pd.DataFrame, metric: str)
                         color=COLORS[i % len(COLORS)],
                         label=None if j else name,
                     )
-            _log_x(ax)
-            ax.set(xlabel="FLOPs per question", ylabel=METRICS[metric].label, title=family)
-            ax.legend(frameon=False, fontsize=6)
+            _log_x(ax, part["gflops"])
+            ax.set(xlabel="GFLOPs per question", ylabel=METRICS[metric].label, title=family)
+            values = part[part["estimator"].isin(members)]["value"]
+            if values.notna().any():
+                ax.legend(frameon=False, fontsize=6)
+            else:
+                why = "every answer has the same grade" if metric in ("auroc", "prr") else "no finite value"
+                undefined_note(ax, f"{why} at every point")
+                ax.set_ylim(0, 1)
         fig.suptitle(f"{METRICS[metric].label} against compute (line style: R = 0 solid, 1 dashed, 2 dotted)")
     return fig
 
@@ -152,7 +167,7 @@ def adaptive_figure(adaptive: pd.DataFrame, accuracy: pd.DataFrame) -> Figure:
         for i, ((gate, k), rows) in enumerate(adaptive.groupby(["gate", "K"], sort=False)):
             rows = rows.sort_values("fraction")
             ax.plot(
-                rows["flops"],
+                rows["flops"] / 1e9,
                 rows["accuracy"],
                 marker="o",
                 color=COLORS[i % len(COLORS)],
@@ -160,14 +175,14 @@ def adaptive_figure(adaptive: pd.DataFrame, accuracy: pd.DataFrame) -> Figure:
             )
         uniform = accuracy[accuracy["K"].isin(adaptive["K"].unique())]
         ax.scatter(
-            uniform["flops"],
+            uniform["flops"] / 1e9,
             uniform["accuracy"],
             marker="x",
             color="#555555",
             label="every question, R passes",
         )
-        _log_x(ax)
-        ax.set(xlabel="FLOPs per question", ylabel="accuracy", title="Adaptive revision (0 to 100% revised)")
+        _log_x(ax, np.r_[adaptive["flops"], uniform["flops"]] / 1e9)
+        ax.set(xlabel="GFLOPs per question", ylabel="accuracy", title="Adaptive revision (0 to 100% revised)")
         ax.legend(frameon=False, fontsize=6)
     return fig
 
