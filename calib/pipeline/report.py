@@ -3,7 +3,8 @@
 results.parquet   one row per question x estimator: confidence, raw score, correctness, category
 metrics.csv       estimator x metric with bootstrap intervals (one block of rows per question group)
 metrics.md        the same as Markdown tables
-figures/          reliability diagrams (one panel per estimator) and risk-coverage curves, PNG + PDF
+figures/          reliability diagrams (one panel per estimator, per-bin counts, ECE) and risk-coverage curves of
+                  the best estimators by AUROC, in report.formats (PNG + PDF by default)
 report.md         ties them together with accuracy per category, stage provenance and the run's config
 """
 
@@ -96,6 +97,22 @@ def write_metrics(
     atomic_write_text(run_dir / "metrics.md", "# Metrics\n\n" + "\n\n".join(blocks) + "\n")
 
 
+def best_by_auroc(
+    estimates: dict, names: Sequence[str], correct: np.ndarray, top: int
+) -> tuple[list[str], str]:
+    """The `top` names with the highest AUROC (NaN last, ties in the given order) and a sentence saying so; when
+    AUROC is undefined (every answer has the same grade) the first `top` in the given order, and why."""
+    from calib.metrics import auroc
+
+    if correct.min() == correct.max():
+        return list(names[:top]), f"first {min(top, len(names))} in table order (AUROC undefined: one grade)"
+    scores = {n: float(auroc(estimates[n]["confidence"], correct)) for n in names}
+    ranked = sorted(names, key=lambda n: (math.isnan(scores[n]), -np.nan_to_num(scores[n], nan=0.0)))
+    chosen = ranked[:top]
+    what = f"best {len(chosen)} of {len(names)} by AUROC" if len(names) > top else "all, by AUROC"
+    return chosen, what
+
+
 def write_figures(
     run_dir: Path,
     grades: pd.DataFrame,
@@ -106,10 +123,12 @@ def write_figures(
     top: int,
     formats: Sequence[str] = ("png", "pdf"),
 ) -> list[str]:
-    """Reliability diagrams (grid, one panel per estimator) and risk-coverage curves of the best `top`."""
+    """Reliability diagrams (grid, one panel per estimator, with per-bin counts and ECE) and risk-coverage curves
+    of the `top` estimators by AUROC."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from calib.metrics import ece
     from calib.plots import reliability_diagram, risk_coverage_curve, save_figure
 
     correct = grades["correct"].to_numpy(np.float64)
@@ -118,7 +137,7 @@ def write_figures(
     if usable:
         cols = min(5, len(usable))
         rows = math.ceil(len(usable) / cols)
-        # A plain grid (no constrained layout, no per-bin counts): with 25 panels those dominate the drawing time.
+        # A plain grid (no constrained layout): with 25 panels it dominates the drawing time.
         fig = Figure(figsize=(3.2 * cols, 3.0 * rows + 0.4))
         FigureCanvasAgg(fig)
         axes = np.atleast_1d(fig.subplots(rows, cols, gridspec_kw={"hspace": 0.5, "wspace": 0.35})).reshape(
@@ -127,26 +146,30 @@ def write_figures(
         for ax, name in zip(axes, usable):
             conf = estimates[name]["confidence"]
             valid = np.isfinite(conf)
+            value = float(ece(conf[valid], correct[valid], n_bins=n_bins, binning=binning))
             reliability_diagram(
                 conf[valid],
                 correct[valid],
                 n_bins=n_bins,
                 binning=binning,
                 ax=ax,
-                title=name,
-                show_counts=False,
+                title=f"{name}: ECE {value:.3f}",
+                show_counts=True,
             )
             ax.get_legend().remove()
         fig.suptitle(
             f"Reliability ({binning}, {n_bins} bins): bars = accuracy, hatched = gap to mean confidence, "
-            "dashed = perfect calibration"
+            "dashed = perfect calibration, numbers = questions per bin"
         )
         for ax in axes[len(usable) :]:
             ax.set_visible(False)
         written += save_figure(fig, run_dir / "figures" / "reliability", formats)
-    complete = [n for n in usable if np.isfinite(estimates[n]["confidence"]).all()][:top]
+    complete = [n for n in usable if np.isfinite(estimates[n]["confidence"]).all()]
     if complete:
-        fig = risk_coverage_curve({n: estimates[n]["confidence"] for n in complete}, correct)
+        chosen, what = best_by_auroc(estimates, complete, correct, top)
+        fig = risk_coverage_curve(
+            {n: estimates[n]["confidence"] for n in chosen}, correct, title=f"Risk-coverage ({what})"
+        )
         fig.set_size_inches(5.5, 4.5)
         written += save_figure(fig, run_dir / "figures" / "risk_coverage", formats)
     return [str(Path(p).relative_to(run_dir)) for p in written]
