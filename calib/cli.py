@@ -192,7 +192,9 @@ def _compare(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="calib compare",
         description="One table of the metrics of finished runs, e.g. every run of a sweep folder. Runs are "
-        "labelled by the overrides in which they differ. Writes compare.csv, compare.md and compare_<metric>.png.",
+        "labelled by the overrides in which they differ. Cells: value [bootstrap interval]; '–' = not run, 'undef' = "
+        "no value. Below each table: every run minus the first run, paired over the questions both answered. "
+        "Writes compare.csv, compare_paired.csv, compare.md and compare_<metric> figures.",
     )
     parser.add_argument("paths", nargs="+", help="run folders, or folders containing runs (a sweep folder)")
     parser.add_argument(
@@ -206,9 +208,17 @@ def _compare(argv: list[str]) -> None:
     )
     parser.add_argument("--out", help="folder for the outputs (default: the first path)")
     parser.add_argument("--no-figures", action="store_true", help="skip the plots")
+    parser.add_argument(
+        "--formats",
+        help="figure formats, comma-separated from png, pdf, svg (default: the first run's report.formats, else png)",
+    )
     args = parser.parse_args(argv)
     metrics = args.metric or ["auroc", "ece"]
-    tables = compare(args.paths, metrics, args.group, args.out, figures=not args.no_figures)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
+    bad = [f for f in formats or [] if f not in ("png", "pdf", "svg")]
+    if bad or formats == []:
+        parser.error(f"--formats: got {args.formats!r}; pass a comma-separated list of png, pdf, svg")
+    tables = compare(args.paths, metrics, args.group, args.out, figures=not args.no_figures, formats=formats)
     print_tables(tables, Path(args.out or args.paths[0]))
 
 

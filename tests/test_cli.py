@@ -118,7 +118,8 @@ def test_compare_tabulates_a_sweep(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "decoding.num_samples=5" in out and "decoding.num_samples=20" in out and "task=" not in out
     md = (sweep / "compare.md").read_text()
-    assert "| semantic_entropy | 0.700 | 0.800 |" in md and "| msp | 0.600 | 0.600 |" in md
+    assert "| semantic_entropy | 0.700 [0.600, 0.800] | 0.800 [0.700, 0.900] |" in md
+    assert "| msp | 0.600 [0.500, 0.700] | 0.600 [0.500, 0.700] |" in md
     assert md.index("semantic_entropy") < md.index("| msp")  # best AUROC first
     long = pd.read_csv(sweep / "compare.csv")
     assert len(long) == 2 * 2 * 2  # runs x estimators x metrics
