@@ -32,3 +32,6 @@ def test_sweep_over_num_samples_writes_runs_and_a_comparison(tmp_path, capsys):
     assert set(long["label"]) == {"decoding.num_samples=0", "decoding.num_samples=2"}
     assert set(long["estimator"]) >= {"msp", "mean_token_entropy"}
     assert "Comparison:" in capsys.readouterr().out
+    paired = pd.read_csv(sweep / "compare_paired.csv")  # num_samples=2 minus 0, on the same 4 questions
+    assert set(paired["label"]) == {"decoding.num_samples=2"} and (paired["n"] == 4).all()
+    assert "Paired differences" in compare and not list(sweep.glob("compare_*.p*"))  # report.figures=false
