@@ -14,6 +14,7 @@ bit-identical outputs.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Self
 
 import numpy as np
@@ -26,6 +27,28 @@ from calib.recalibrate.base import Calibrator
 
 # Confidences are clipped to [EPS, 1 - EPS] before logs/logits so that c = 0 or 1 stays finite.
 EPS = 1e-12
+# A fit is flagged as degenerate when a slope exceeds MAX_SLOPE in size (a near-step function: the data were
+# (nearly) separable) or a class has fewer than MIN_PER_CLASS calibration rows (too few to trust any shape).
+MAX_SLOPE, MIN_PER_CLASS = 50.0, 20
+
+
+def degenerate(kind: str, correct: np.ndarray, slopes: dict[str, float] | None = None) -> str | None:
+    """Why a fitted calibrator is not to be trusted (one line), or None; see MAX_SLOPE and MIN_PER_CLASS."""
+    reasons = [
+        f"|{k}| = {abs(v):.3g} > {MAX_SLOPE:g}" for k, v in (slopes or {}).items() if abs(v) > MAX_SLOPE
+    ]
+    n_pos = int(np.sum(correct > 0.5))
+    n_neg = len(correct) - n_pos
+    if min(n_pos, n_neg) < MIN_PER_CLASS:
+        reasons.append(f"{n_pos} correct / {n_neg} wrong rows (< {MIN_PER_CLASS} per class)")
+    return f"{kind} fit on {len(correct)} rows is degenerate: " + "; ".join(reasons) if reasons else None
+
+
+def _flag(cal: Calibrator, correct: np.ndarray, slopes: dict[str, float] | None = None) -> None:
+    """Set cal.degenerate (the reason or None) and warn in one line when the fit is degenerate."""
+    cal.degenerate = degenerate(cal.kind, correct, slopes)
+    if cal.degenerate:
+        warnings.warn(cal.degenerate, RuntimeWarning, stacklevel=4)
 
 
 def _logit(c: np.ndarray) -> np.ndarray:
@@ -99,6 +122,7 @@ class PlattCalibrator(Calibrator):
             y = np.where(correct == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
         a, b = fit_logistic(_logit(confidence)[:, None], y, start=np.array([1.0, 0.0]))
         self.a, self.b = float(a), float(b)
+        _flag(self, correct, {"a": self.a})
 
     def _transform(self, confidence: np.ndarray) -> np.ndarray:
         return _sigmoid(self.a * _logit(confidence) + self.b)
@@ -144,6 +168,7 @@ class BetaCalibrator(Calibrator):
             bounds=[(0.0, None), (0.0, None), (None, None)],
         )
         self.a, self.b, self.m = float(a), float(b), float(m)
+        _flag(self, correct, {"a": self.a, "b": self.b})
 
     def _transform(self, confidence: np.ndarray) -> np.ndarray:
         return _sigmoid(self._features(confidence) @ np.array([self.a, self.b]) + self.m)
@@ -178,6 +203,7 @@ class IsotonicCalibrator(Calibrator):
         iso.fit(confidence, correct)
         self.x = np.asarray(iso.X_thresholds_, np.float64)
         self.y = np.asarray(iso.y_thresholds_, np.float64)
+        _flag(self, correct)
 
     def _transform(self, confidence: np.ndarray) -> np.ndarray:
         return np.interp(confidence, self.x, self.y)
@@ -232,6 +258,7 @@ class HistogramCalibrator(Calibrator):
         mid = (edges[:-1] + edges[1:]) / 2
         self.edges = edges
         self.values = np.where(count > 0, hits / np.maximum(count, 1), mid)
+        _flag(self, correct)
 
     @staticmethod
     def _bins(c: np.ndarray, edges: np.ndarray) -> np.ndarray:

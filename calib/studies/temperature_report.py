@@ -103,6 +103,10 @@ def calibrator_table(
             after, row["fitted"] = np.clip(cal[test], 0, 1), "token temperature, calibration-question tokens"
         else:
             after, row["fitted"] = cal.transform(before), _describe(cal)
+            if getattr(
+                cal, "degenerate", None
+            ):  # posthoc.degenerate: a near-step fit or too few rows per class
+                row["fitted"] += f" (DEGENERATE: {cal.degenerate.split(': ', 1)[1]})"
         for name, fn in fns.items():
             if name == "auroc" and y.min() == y.max():
                 row[name], row[f"{name}_low"], row[f"{name}_high"] = math.nan, math.nan, math.nan
@@ -180,8 +184,18 @@ def draw_figure(out: Path) -> list[Path]:
 
 
 def _best(frame: pd.DataFrame, metric: str) -> str:
+    """The T of the lowest metric among the temperatures with non-zero accuracy, with its accuracy beside it: at
+    accuracy 0 a confidence of 0 has ECE 0, a calibrated but useless model."""
     rows = frame.dropna(subset=[metric])
-    return "n/a" if rows.empty else f"T = {rows.loc[rows[metric].idxmin(), 'T']:g}"
+    if rows.empty:
+        return "undefined (no value at any T)"
+    useful = rows[rows["accuracy"] > 0]
+    if useful.empty:
+        return "none (accuracy 0 at every T)"
+    best = useful.loc[useful[metric].idxmin()]
+    dropped = len(rows) - len(useful)
+    note = f", {dropped} T with accuracy 0 excluded" if dropped else ""
+    return f"T = {best['T']:g} (accuracy {best['accuracy']:.3f}{note})"
 
 
 def summary(result: Any, frames: dict[str, pd.DataFrame], cfg: Any) -> str:
