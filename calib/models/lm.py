@@ -50,6 +50,11 @@ class LanguageModel:
         return self.model.embedding[...].dtype
 
     @property
+    def dtype_name(self) -> str:
+        """The weights' dtype as loaded ("float32", "bfloat16", ...; never "auto"): what artifact keys record."""
+        return jnp.dtype(self.dtype).name
+
+    @property
     def eos_ids(self) -> tuple[int, ...]:
         ids = set(self.config.eos_ids)
         if getattr(self.tokenizer, "eos_token_id", None) is not None:
