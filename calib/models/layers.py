@@ -64,7 +64,7 @@ def apply_rope(
 
 def write_cache(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
     """Write new [B, T, K, H] into cache [B, K, S, H] at a per-row slot offset start [B]."""
-    update = lambda c, n, s: jax.lax.dynamic_update_slice(c, n, (0, s, 0))  # noqa: E731
+    update = lambda c, n, s: jax.lax.dynamic_update_slice(c, n, (s * 0, s, s * 0))  # noqa: E731 (int64 under x64)
     return jax.vmap(update)(cache, jnp.swapaxes(new, 1, 2).astype(cache.dtype), start)
 
 

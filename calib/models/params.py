@@ -107,9 +107,10 @@ def build_model(
                 f"tensor {name} in {source} has shape {tuple(value.shape)}, expected {tuple(var.shape)} "
                 "for this config (wrong or corrupt checkpoint)"
             )
-        arr = np.ascontiguousarray(
-            array, dtype=host_dtype
-        )  # rounds to nearest even, as torch's .to(bfloat16) does
+        with np.errstate(
+            over="ignore"
+        ):  # rounds to nearest even like torch; float16 overflow is refused below
+            arr = np.ascontiguousarray(array, dtype=host_dtype)
         if host_dtype == np.float16 and not np.isfinite(arr).all() and np.isfinite(array).all():
             raise CalibError(
                 f"tensor {name} in {source} has values beyond float16's range (max |w| "
