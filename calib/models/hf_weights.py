@@ -5,11 +5,13 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections.abc import Iterator
 
 import numpy as np
 
 from calib.errors import CalibError
 from calib.models.config import LAYER_TYPES, ModelConfig, llama3_rope_factors, sliding_every
+from calib.models.safetensors_io import read_safetensors
 
 QWEN_TYPES = {"qwen2", "qwen3"}
 LLAMA_TYPES = {"llama", "mistral"} | QWEN_TYPES
@@ -268,96 +270,23 @@ def hf_config(folder: str) -> ModelConfig:
     )
 
 
-_ITEM_BYTES = {
-    "BOOL": 1,
-    "U8": 1,
-    "I8": 1,
-    "F8_E5M2": 1,
-    "F8_E4M3": 1,
-    "I16": 2,
-    "U16": 2,
-    "F16": 2,
-    "BF16": 2,
-}
-_ITEM_BYTES |= {"I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
-_MAX_HEADER = 100_000_000  # the safetensors library's own limit
-
-
-def safetensors_header(file: str) -> dict[str, dict]:
-    """The tensor table of a safetensors file ({name: {dtype, shape, data_offsets}}), checked against the file's
-    size before any tensor is read, so a damaged or foreign file is one line naming it."""
-
-    def bad(what: str) -> CalibError:
-        return CalibError(
-            f"{file} is not a valid safetensors file ({what}); re-download it or re-save the model with "
-            "save_pretrained(safe_serialization=True)"
-        )
-
-    try:
-        size = os.path.getsize(file)
-        with open(file, "rb") as f:
-            prefix = f.read(8)
-            n = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
-            if not 2 <= n <= min(size - 8, _MAX_HEADER):
-                raise bad(f"header length {n} does not fit a file of {size} bytes")
-            raw = f.read(n)
-    except OSError as err:
-        raise CalibError(f"cannot read {file}: {err.strerror or err}") from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise bad("its header is not UTF-8 JSON") from None
-    if not isinstance(header, dict):
-        raise bad("its header is not a JSON object")
-    data_bytes = size - 8 - n
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
-                raise bad("__metadata__ is not a string-to-string map")
-            continue
-        if not isinstance(info, dict):
-            raise bad(f"tensor {name!r} has no dtype/shape/data_offsets entry")
-        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if not isinstance(dtype, str) or dtype not in _ITEM_BYTES:
-            raise bad(f"tensor {name!r} has unknown dtype {dtype!r}")
-        ints = lambda v: isinstance(v, list) and all(type(x) is int and x >= 0 for x in v)  # noqa: E731
-        if not ints(shape):
-            raise bad(f"tensor {name!r} has shape {shape!r}")
-        if not ints(offsets) or len(offsets) != 2 or not offsets[0] <= offsets[1] <= data_bytes:
-            raise bad(f"tensor {name!r} has data_offsets {offsets!r} outside the {data_bytes} data bytes")
-        if offsets[1] - offsets[0] != int(np.prod(shape, dtype=object)) * _ITEM_BYTES[dtype]:
-            raise bad(f"tensor {name!r} of shape {shape} and dtype {dtype} does not match its data_offsets")
-        tensors[name] = info
-    return tensors
-
-
-def hf_state_dict(folder: str) -> dict[str, np.ndarray]:
-    """Every tensor of every *.safetensors shard in the folder, as float32 numpy, names without a wrapper prefix.
-    Every shard's header is checked before any tensor is read."""
-    from safetensors import SafetensorError, safe_open
-
+def hf_tensors(folder: str) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, array) of every tensor of every *.safetensors shard in the folder, one at a time in the file's own
+    dtype (bfloat16 as ml_dtypes.bfloat16), largest first, names without a wrapper prefix. Every shard's header is
+    checked before this returns, so a damaged file fails before any tensor is read."""
     files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
     if not files:
         raise CalibError(
             f"no *.safetensors files in {folder}: save the model with save_pretrained(safe_serialization=True)"
         )
-    for file in files:
-        safetensors_header(file)
-    out = {}
-    for file in files:
-        try:  # through torch so bfloat16 checkpoints load too
-            with safe_open(file, framework="pt") as reader:
-                for name in reader.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    value = reader.get_tensor(name).float().numpy()
-                    out[
-                        name.replace("model.language_model.", "model.").replace(
-                            "language_model.model.", "model."
-                        )
-                    ] = value
-        except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as err:
-            raise CalibError(
-                f"cannot read {file}: {type(err).__name__}: {err} (corrupt or truncated safetensors file; "
-                "re-download it)"
-            ) from None
-    return out
+    stream = read_safetensors(files)
+    return ((_strip(name), value) for name, value in stream)
+
+
+def _strip(name: str) -> str:
+    return name.replace("model.language_model.", "model.").replace("language_model.model.", "model.")
+
+
+def hf_state_dict(folder: str) -> dict[str, np.ndarray]:
+    """Every tensor of the folder as float32 numpy (tests and tools; loading streams hf_tensors instead)."""
+    return {name: np.asarray(value, np.float32) for name, value in hf_tensors(folder)}

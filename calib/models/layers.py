@@ -15,6 +15,11 @@ from calib.models.config import ModelConfig
 KVCache = tuple[jax.Array, jax.Array]
 
 
+def wide(dtype) -> jnp.dtype:
+    """The dtype norms, RoPE and softmax compute in: float32, or float64 when the weights are float64."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def init_param(rngs: nnx.Rngs | None, shape: tuple[int, ...], dtype, scale: float | None = None) -> nnx.Param:
     """A normal(0, 1/fan_in) parameter, or a shape-only placeholder when rngs is None (weights come from a file)."""
     if rngs is None:
@@ -25,7 +30,7 @@ def init_param(rngs: nnx.Rngs | None, shape: tuple[int, ...], dtype, scale: floa
 
 
 class RMSNorm(nnx.Module):
-    """RMSNorm in float32; Gemma scales by (1 + w), Llama by w."""
+    """RMSNorm in float32 (float64 for float64 inputs); Gemma scales by (1 + w), Llama by w."""
 
     def __init__(self, dim: int, eps: float, plus_one: bool, dtype, rngs: nnx.Rngs | None):
         init = jnp.zeros if plus_one else jnp.ones
@@ -35,9 +40,9 @@ class RMSNorm(nnx.Module):
         self.eps, self.plus_one = eps, plus_one
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
+        x32 = x.astype(wide(x.dtype))
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        w = self.scale[...].astype(jnp.float32)
+        w = self.scale[...].astype(x32.dtype)
         return (y * (1.0 + w if self.plus_one else w)).astype(x.dtype)
 
 
@@ -46,20 +51,20 @@ def apply_rope(
 ) -> jax.Array:
     """Rotary embedding, half-split ("rotate_half") convention as in transformers. x: [B, T, N, H]. divisors
     (one per frequency, static) scale the inverse frequencies down: linear and Llama 3 RoPE scaling."""
-    half = x.shape[-1] // 2
-    inv_freq = 1.0 / (base ** (jnp.arange(0, half, dtype=jnp.float32) / half))
+    half, w = x.shape[-1] // 2, wide(x.dtype)
+    inv_freq = 1.0 / (base ** (jnp.arange(0, half, dtype=w) / half))
     if divisors:
-        inv_freq = inv_freq / jnp.asarray(divisors, jnp.float32)
-    angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, H/2]
+        inv_freq = inv_freq / jnp.asarray(divisors, w)
+    angles = positions[..., None].astype(w) * inv_freq  # [B, T, H/2]
     cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
-    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    x1, x2 = x[..., :half].astype(w), x[..., half:].astype(w)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x.dtype)
 
 
 def write_cache(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
     """Write new [B, T, K, H] into cache [B, K, S, H] at a per-row slot offset start [B]."""
-    update = lambda c, n, s: jax.lax.dynamic_update_slice(c, n, (0, s, 0))  # noqa: E731
+    update = lambda c, n, s: jax.lax.dynamic_update_slice(c, n, (s * 0, s, s * 0))  # noqa: E731 (int64 under x64)
     return jax.vmap(update)(cache, jnp.swapaxes(new, 1, 2).astype(cache.dtype), start)
 
 
@@ -120,9 +125,9 @@ class Attention(nnx.Module):
         b, t, n, h = q.shape
         groups = n // cfg.num_kv_heads
         q = (q * self.scale).reshape(b, t, cfg.num_kv_heads, groups, h)
-        logits = jnp.einsum("BTKGH,BKSH->BKGTS", q, keys.astype(q.dtype)).astype(jnp.float32)
+        logits = jnp.einsum("BTKGH,BKSH->BKGTS", q, keys.astype(q.dtype)).astype(wide(q.dtype))
         mask = attention_mask(positions, k_pos, window)[:, None, None]
-        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
         out = jnp.einsum("BKGTS,BKSH->BTKGH", probs, values).reshape(b, t, n * h)
         # (N, H) flattened on both sides: as a two-axis contraction XLA:CPU transposed the [N, H, D] weights every

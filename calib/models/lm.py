@@ -50,6 +50,11 @@ class LanguageModel:
         return self.model.embedding[...].dtype
 
     @property
+    def dtype_name(self) -> str:
+        """The weights' dtype as loaded ("float32", "bfloat16", ...; never "auto"): what artifact keys record."""
+        return jnp.dtype(self.dtype).name
+
+    @property
     def eos_ids(self) -> tuple[int, ...]:
         ids = set(self.config.eos_ids)
         if getattr(self.tokenizer, "eos_token_id", None) is not None:
@@ -66,7 +71,7 @@ class LanguageModel:
         return self.tokenizer.decode(list(map(int, ids)), skip_special_tokens=True)
 
     def logits(self, ids) -> np.ndarray:
-        """Teacher-forced logits: int [B, T] (no padding) -> float32 numpy [B, T, V]."""
+        """Teacher-forced logits: int [B, T] (no padding) -> float32 numpy [B, T, V] (float64 for float64 weights)."""
         ids = np.asarray(ids)
         if ids.ndim != 2 or ids.shape[1] == 0:
             raise CalibError(f"lm.logits expects int token ids of shape [batch, time], got shape {ids.shape}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -71,16 +71,19 @@ def _variable(model: nnx.Module, path: str) -> nnx.Variable:
 
 def build_model(
     cfg: ModelConfig,
-    tensors: dict[str, np.ndarray],
+    tensors: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
     source: str,
     dtype=jnp.float32,
     sharding: jax.sharding.Sharding | None = None,
 ) -> Transformer:
-    """Place checkpoint tensors into a fresh (abstract, never randomly initialised) Transformer."""
+    """Place checkpoint tensors into a fresh (abstract, never randomly initialised) Transformer. tensors: a dict or
+    a stream of (name, array) pairs in any float dtype; each is cast to `dtype` on the host and copied to the device
+    before the next is read, so host memory holds one source tensor at a time beside the model."""
     model = Transformer(cfg, dtype=dtype, rngs=None)  # placeholders only: nothing is initialised or traced
     table = PARAM_TABLE[cfg.arch]
+    host_dtype = np.dtype(jnp.dtype(dtype))  # bfloat16 is ml_dtypes.bfloat16, which numpy casts to and from
     filled = set()
-    for name, value in tensors.items():
+    for name, value in tensors.items() if isinstance(tensors, Mapping) else tensors:
         for pattern, target, transform in table:  # noqa: B007 (used after break)
             if re.fullmatch(pattern, name):
                 path = re.sub(pattern, target, name)
@@ -104,8 +107,17 @@ def build_model(
                 f"tensor {name} in {source} has shape {tuple(value.shape)}, expected {tuple(var.shape)} "
                 "for this config (wrong or corrupt checkpoint)"
             )
-        arr = np.asarray(array, np.float32) if dtype == jnp.float32 else jnp.asarray(array, dtype=dtype)
+        with np.errstate(
+            over="ignore"
+        ):  # rounds to nearest even like torch; float16 overflow is refused below
+            arr = np.ascontiguousarray(array, dtype=host_dtype)
+        if host_dtype == np.float16 and not np.isfinite(arr).all() and np.isfinite(array).all():
+            raise CalibError(
+                f"tensor {name} in {source} has values beyond float16's range (max |w| "
+                f"{float(np.abs(np.asarray(array, np.float32)).max()):.3g} > 65504); load it as bfloat16 or float32"
+            )
         var.set_value(jax.device_put(arr, sharding))  # one host -> device copy
+        del value, array, arr  # the host copies go before the next tensor is read
         filled.add(path)
     missing = [p for p, _ in _abstract_paths(model) if p not in filled]
     if missing:

@@ -24,7 +24,8 @@ from calib.models.tokenizer import byte_tokenizer, load_tokenizer
 from calib.models.transformer import Transformer
 
 TINY = {"tiny-llama": tiny_llama, "tiny-gemma3": tiny_gemma3}
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
+DTYPE_CHOICES = ("auto", *DTYPES)
 CONVERSION_MODULES = (
     "calib.models.gguf_weights",
     "calib.models.gguf_file",
@@ -36,22 +37,38 @@ def list_models() -> list[str]:
     return [*BUILTIN_GGUF, *TINY]
 
 
+def resolve_dtype(dtype: str) -> str:
+    """The weights' dtype name: "auto" is bfloat16 on GPU/TPU and float32 on CPU (jax.default_backend() now).
+    float64 needs x64 enabled by the caller: calib never flips jax_enable_x64 itself (a global switch that changes
+    every other array in the process), and a scoped jax.enable_x64 would have to wrap every later forward pass."""
+    if dtype not in DTYPE_CHOICES:
+        raise CalibError(f"unknown dtype {dtype!r}: choose one of {list(DTYPE_CHOICES)}")
+    if dtype == "auto":
+        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        raise CalibError(
+            "dtype float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 in the environment (or call "
+            "jax.config.update('jax_enable_x64', True) before loading)"
+        )
+    return dtype
+
+
 def load_model(
     spec: str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = None, seed: int = 0
 ) -> LanguageModel:
-    """A ready LanguageModel. spec: a built-in name, "gguf:PATH", "hf:PATH" or "tiny-llama"/"tiny-gemma3"."""
-    if dtype not in DTYPES:
-        raise CalibError(f"unknown dtype {dtype!r}: choose one of {sorted(DTYPES)}")
+    """A ready LanguageModel. spec: a built-in name, "gguf:PATH", "hf:PATH" or "tiny-llama"/"tiny-gemma3".
+    dtype: auto | float32 | bfloat16 | float16 | float64 (see resolve_dtype); lm.dtype_name is the resolved one."""
+    dt = DTYPES[resolve_dtype(dtype)]
     mesh = mesh if mesh is not None else data_mesh()
     if spec in TINY:
-        return _tiny(spec, DTYPES[dtype], mesh, seed)
+        return _tiny(spec, dt, mesh, seed)
     if spec in BUILTIN_GGUF:
-        return _from_gguf(BUILTIN_GGUF[spec](), spec, DTYPES[dtype], mesh)
+        return _from_gguf(BUILTIN_GGUF[spec](), spec, dt, mesh)
     if spec.startswith("gguf:"):
         path = os.path.expanduser(spec[5:])
-        return _from_gguf(path, Path(path).stem, DTYPES[dtype], mesh)
+        return _from_gguf(path, Path(path).stem, dt, mesh)
     if spec.startswith("hf:"):
-        return _from_hf(os.path.expanduser(spec[3:]), DTYPES[dtype], mesh)
+        return _from_hf(os.path.expanduser(spec[3:]), dt, mesh)
     raise CalibError(f"unknown model {spec!r}: use one of {list_models()}, gguf:PATH or hf:PATH")
 
 
@@ -91,12 +108,12 @@ def _prompt_style(folder: str) -> str:
 
 
 def _from_hf(folder: str, dtype, mesh) -> LanguageModel:
-    from calib.models.hf_weights import hf_config, hf_state_dict
+    from calib.models.hf_weights import hf_config, hf_tensors
 
     if not os.path.isdir(folder):
         raise CalibError(f"HF model folder not found: {folder}")
     cfg = hf_config(folder)
-    model = build_model(cfg, hf_state_dict(folder), folder, dtype, replicated(mesh))
+    model = build_model(cfg, hf_tensors(folder), folder, dtype, replicated(mesh))
     digest = hashlib.sha256(
         "|".join(file_digest(p) for p in sorted(Path(folder).glob("*.safetensors"))).encode()
     ).hexdigest()
@@ -108,7 +125,7 @@ def _from_hf(folder: str, dtype, mesh) -> LanguageModel:
 
 def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:
     """First load converts the GGUF into safetensors + tokenizer files under the cache; later loads read those."""
-    from safetensors.numpy import load_file
+    from calib.models.safetensors_io import read_safetensors
 
     if not os.path.isfile(path):
         raise CalibError(
@@ -120,7 +137,7 @@ def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:
         try:
             cfg_dict = json.loads((folder / "calib_config.json").read_text(encoding="utf-8"))
             cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_dict.items()})
-            tensors = load_file(folder / "model.safetensors")
+            tensors = read_safetensors([str(folder / "model.safetensors")])
         except (
             Exception
         ) as err:  # a damaged cache entry (json, safetensors or field errors): name it and the fix

@@ -39,19 +39,19 @@ class Transformer(nnx.Module):
             new_cache.append(layer_cache)
         return self.final_norm(x), (None if cache is None else new_cache)
 
-    def project(self, h: jax.Array) -> jax.Array:
-        """Hidden states [..., D] -> float32 logits [..., V]."""
+    def project(self, h: jax.Array, dtype=jnp.float32) -> jax.Array:
+        """Hidden states [..., D] -> float32 logits [..., V] (the decoders' contract, whatever the weights)."""
         if self.cfg.tie_embeddings:
             logits = jnp.einsum("...D,VD->...V", h, self.embedding[...])
         else:
             logits = jnp.einsum("...D,DV->...V", h, self.head[...])
-        return logits.astype(jnp.float32)
+        return logits.astype(dtype)
 
     def __call__(self, ids: jax.Array, positions: jax.Array | None = None) -> jax.Array:
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
         h, _ = self.hidden(ids, positions)
-        return self.project(h)
+        return self.project(h, jnp.promote_types(h.dtype, jnp.float32))  # float64 weights: float64 logits
 
 
 @functools.partial(jax.jit, static_argnums=0)

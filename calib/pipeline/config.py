@@ -27,7 +27,7 @@ ALL = "all"  # estimators.names entry: every registered estimator whose needs th
 @dataclass
 class ModelConfig:
     name: str = "smollm2-135m-instruct"  # built-in name, gguf:PATH, hf:PATH, tiny-llama or tiny-gemma3
-    dtype: str = "float32"  # float32 | bfloat16
+    dtype: str = "auto"  # auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16 | float16 | float64
     seed: int = 0  # initialisation seed of the tiny random models only
 
 
@@ -278,7 +278,7 @@ def validate(cfg: RunConfig) -> None:
         _fail("model.name", m.name, "the GGUF file does not exist; check the path")
     if m.name.startswith("hf:") and not os.path.isdir(os.path.expanduser(m.name[3:])):
         _fail("model.name", m.name, "the HF model folder does not exist; check the path")
-    _choice("model.dtype", m.dtype, ["float32", "bfloat16"])
+    _choice("model.dtype", m.dtype, ["auto", "float32", "bfloat16", "float16", "float64"])
 
     t = cfg.task
     _choice("task.name", t.name, list_tasks())

@@ -80,7 +80,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     # generate
     t = time.perf_counter()
     decoding = stages.decoding_inputs(cfg.decoding)
-    gen_key, gen_inputs, spec = generation.generate_key(lm, cfg.model.dtype, style, prompts, decoding)
+    gen_key, gen_inputs, spec = generation.generate_key(lm, lm.dtype_name, style, prompts, decoding)
     code = {"generate": generation.code_fingerprint()}
     passes, record = generation.run_generate(
         store, gen_key, gen_inputs, lm, prompts, spec, cfg.decoding.shard_size, cfg.progress
@@ -116,7 +116,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         for name, est in estimators.items()
     }
     shared = semantic_stage.SharedStatistics.for_run(
-        store, gen_key, task_hash, style, cfg.estimators, lm, cfg.model.dtype
+        store, gen_key, task_hash, style, cfg.estimators, lm, lm.dtype_name
     )
     estimates, record = stages.run_estimate(
         store,
