@@ -75,6 +75,15 @@ class EstimatorsConfig:
 
 
 @dataclass
+class GenerationsConfig:
+    """Answers made outside calib (docs/generations.md): graded, estimated and evaluated instead of generating."""
+
+    path: str | None = (
+        None  # a generations JSONL file; null: calib generates (model.name=none: no model at all)
+    )
+
+
+@dataclass
 class MetricsConfig:
     names: list[str] = field(
         default_factory=lambda: [
@@ -153,6 +162,7 @@ class RunConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    generations: GenerationsConfig = field(default_factory=GenerationsConfig)
     artifacts_dir: str = "${oc.env:CALIB_ARTIFACTS_DIR,out/artifacts}"  # shared by every run
     progress: bool = True
 
@@ -270,7 +280,11 @@ def validate(cfg: RunConfig) -> None:
     from calib.tasks import list_tasks
 
     m = cfg.model
-    if not (m.name in list_models() or m.name.startswith(("gguf:", "hf:"))):
+    if cfg.generations.path is not None or m.name == "none":
+        from calib.pipeline.outside import validate_outside
+
+        validate_outside(cfg)
+    if not (m.name in list_models() or m.name == "none" or m.name.startswith(("gguf:", "hf:"))):
         _fail("model.name", m.name, f"use one of {', '.join(list_models())}, gguf:PATH or hf:PATH")
     if m.name in ("gguf:", "hf:"):
         _fail("model.name", m.name, f"give the path, e.g. model.name={m.name}/path/to/model")

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from calib.fingerprint import library_versions, stage_fingerprint
 from calib.pipeline import evaluate as evaluate_stage
 from calib.pipeline import generation, report, semantic_stage, stages
+from calib.pipeline import outside as outside_file
 from calib.pipeline.config import RunConfig, validate
 from calib.pipeline.store import ArtifactStore, artifact_key, publish, write_json, write_table
 
@@ -51,48 +52,48 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     store = ArtifactStore(cfg.artifacts_dir)
     K = cfg.decoding.num_samples
     R = cfg.decoding.revise_passes
-    needs = available_needs(
-        num_samples=K,
-        has_model=True,
-        has_questions=True,
-        has_token_stats=True,
-        has_hidden=True,
-        num_passes=R + 1,
-    )
+    outside = outside_file.read_generations_file(cfg.generations.path) if cfg.generations.path else None
+    if outside is not None:  # answers made elsewhere (docs/generations.md): no generate stage
+        K, R = outside.num_samples, 0
+        needs = outside_file.needs_for(outside, has_model=cfg.model.name != outside_file.NO_MODEL)
+    else:
+        needs = available_needs(
+            num_samples=K,
+            has_model=True,
+            has_questions=True,
+            has_token_stats=True,
+            has_hidden=True,
+            num_passes=R + 1,
+        )
     estimators, skipped = stages.resolve_estimators(cfg.estimators, needs)
     for name, why in skipped.items():
         log.info("skipping estimator %s: %s", name, why)
     backend = stages.semantic_backend(cfg.estimators, estimators)  # an NLI model that cannot load fails now
-    examples = stages.load_examples(cfg.task)
+    examples = outside.examples if outside else stages.load_examples(cfg.task)
     log.info("task %s: %d questions", cfg.task.name, len(examples))
 
     t = time.perf_counter()
-    lm = load_model(cfg.model.name, dtype=cfg.model.dtype, seed=cfg.model.seed)
-    log.info("model %s loaded in %.1f s", lm.name, time.perf_counter() - t)
-    style = stages.prompt_style(cfg.task, lm)
-    prompts = stages.build_prompts(examples, lm, cfg.task)
-    encode_prompts(
-        lm, prompts, (R + 1) * cfg.decoding.max_new_tokens
-    )  # a prompt too long for the context fails now
+    lm = None
+    if cfg.model.name != outside_file.NO_MODEL:
+        lm = load_model(cfg.model.name, dtype=cfg.model.dtype, seed=cfg.model.seed)
+        log.info("model %s loaded in %.1f s", lm.name, time.perf_counter() - t)
+    style = stages.prompt_style(cfg.task, lm) if lm is not None else "completion"
+    dtype = lm.dtype_name if lm is not None else cfg.model.dtype  # "auto" resolved by the loaded weights
     task_hash = stages.task_fingerprint(examples)
     manifest = {"artifacts_dir": str(store.root), "libraries": library_versions(), "stages": {}}
-
-    # generate
-    t = time.perf_counter()
-    decoding = stages.decoding_inputs(cfg.decoding)
-    gen_key, gen_inputs, spec = generation.generate_key(lm, lm.dtype_name, style, prompts, decoding)
-    code = {"generate": generation.code_fingerprint()}
-    passes, record = generation.run_generate(
-        store, gen_key, gen_inputs, lm, prompts, spec, cfg.decoding.shard_size, cfg.progress
-    )
-    greedy, samples, revise_passes = generation.split_passes(passes, K)
-    manifest["stages"]["generate"] = {
-        "key": gen_key,
-        "code": code["generate"],
-        **record,
-        "seconds": time.perf_counter() - t,
-    }
-
+    if outside is not None:
+        gen_key, inputs = outside_file.file_key(
+            cfg.generations.path, lm.digest if lm else outside_file.NO_MODEL, dtype
+        )
+        greedy, samples, revise_passes = outside.greedy, outside.samples, []
+        manifest["stages"]["generate"] = {"key": gen_key, **inputs, "cached": True, "seconds": 0.0}
+        code = {"generate": inputs["code"]}
+    else:
+        prompts = stages.build_prompts(examples, lm, cfg.task)
+        encode_prompts(
+            lm, prompts, (R + 1) * cfg.decoding.max_new_tokens
+        )  # a prompt too long for the context fails now
+        gen_key, greedy, samples, revise_passes, code = _generate(cfg, store, lm, style, prompts, manifest)
     # grade
     t = time.perf_counter()
     grading = dict(cfg.task.grading)
@@ -116,15 +117,16 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         for name, est in estimators.items()
     }
     shared = semantic_stage.SharedStatistics.for_run(
-        store, gen_key, task_hash, style, cfg.estimators, lm, lm.dtype_name
+        store, gen_key, task_hash, style, cfg.estimators, lm or outside_file.NoModel(), dtype
     )
     estimates, record = stages.run_estimate(
         store,
         estimators,
         keys,
         lambda: shared.attach(
-            stages.make_bundle(
+            outside_file.fit_bundle(
                 lm,
+                outside,
                 greedy,
                 samples,
                 examples,
@@ -231,3 +233,22 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         print(f"Report: {path}  ({manifest['seconds']:.0f} s)", flush=True)
     log.info("finished in %.1f s; report: %s", manifest["seconds"], path)
     return RunResult(run_dir, path, metrics, manifest)
+
+
+def _generate(cfg: RunConfig, store: ArtifactStore, lm, style: str, prompts: list[str], manifest: dict):
+    """The generate stage: (key, greedy, samples, revise passes, code fingerprints), recorded in the manifest."""
+    t = time.perf_counter()
+    decoding = stages.decoding_inputs(cfg.decoding)
+    gen_key, gen_inputs, spec = generation.generate_key(lm, lm.dtype_name, style, prompts, decoding)
+    code = {"generate": generation.code_fingerprint()}
+    passes, record = generation.run_generate(
+        store, gen_key, gen_inputs, lm, prompts, spec, cfg.decoding.shard_size, cfg.progress
+    )
+    greedy, samples, revise_passes = generation.split_passes(passes, cfg.decoding.num_samples)
+    manifest["stages"]["generate"] = {
+        "key": gen_key,
+        "code": code["generate"],
+        **record,
+        "seconds": time.perf_counter() - t,
+    }
+    return gen_key, greedy, samples, revise_passes, code

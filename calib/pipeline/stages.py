@@ -279,8 +279,11 @@ def make_bundle(
     from calib.estimators import Bundle
     from calib.semantic import get_backend
 
-    calls = model_calls(lm, progress)
     options = dict(cfg.semantic_options)
+    if lm is None:  # answers from a generations file and no model: no model calls
+        semantic = backend if backend is not None else get_backend(cfg.semantic, **options)
+        return Bundle(greedy, samples, examples, passes=passes, semantic=semantic, clustering=cfg.clustering)
+    calls = model_calls(lm, progress)
     wrap = lm.format_prompt if style == "chat" else None
     if cfg.semantic == "judge":
         options.setdefault("score_fn", calls["score_fn"])

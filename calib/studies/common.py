@@ -63,7 +63,7 @@ def generate(setup: Setup, label: str, **changes: Any) -> tuple[list[Generations
     cfg, started = setup.cfg, time.perf_counter()
     settings = {**stages.decoding_inputs(cfg.decoding), **changes}
     key, inputs, spec = generation.generate_key(
-        setup.lm, cfg.model.dtype, setup.style, setup.prompts, settings
+        setup.lm, setup.lm.dtype_name, setup.style, setup.prompts, settings
     )
     passes, record = generation.run_generate(
         setup.store, key, inputs, setup.lm, setup.prompts, spec, cfg.decoding.shard_size, cfg.progress

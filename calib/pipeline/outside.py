@@ -1,0 +1,375 @@
+"""Generations made outside calib (vLLM, an API, another paper's dump) read from a JSONL file (docs/generations.md).
+
+One JSON object per line and question: `id`, `question`, `answers` (gold), optional `open_ended`, `category`,
+`context`, `metadata` (grading hints, e.g. {"grader": "numeric"}), `prompt`, then `greedy` (one answer) and
+`samples` (K answers). An answer is a plain string, an OpenAI-style choice (legacy completions: `text` +
+`logprobs.{tokens, token_logprobs, top_logprobs}`; chat: `message.content` + `logprobs.content[j].{token, logprob,
+top_logprobs}`), or a whole response whose `choices` are the answers. Tokens written `token_id:N` (vLLM's
+--return-tokens-as-token-ids) are token ids. calib extensions: `logprobs.token_ids` and `logprobs.entropies`.
+Every bad row is one CalibError naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calib.decode.types import Generations
+from calib.errors import CalibError
+from calib.tasks.base import Example
+from calib.tasks.jsonl import _answers, _check_text, _id_value, _records
+
+NO_MODEL = "none"  # model.name when no model is configured: only estimators that need none run
+
+
+@dataclass
+class Answer:
+    text: str
+    tokens: list[str] | None = None  # None: the file gives no token statistics for this answer
+    ids: list[int] | None = None
+    logprobs: list[float] | None = None
+    top: list[dict[str, float]] | None = None
+    entropies: list[float] | None = None
+    stop_reason: str = "stop"
+
+
+@dataclass
+class OutsideGenerations:
+    """A generations file read into what the runner needs: questions, greedy answers [N, 1], samples [N, K]."""
+
+    path: Path
+    examples: list[Example]
+    greedy: Generations
+    samples: Generations | None
+    has_token_stats: bool  # every answer has token log-probs
+    has_token_ids: bool  # every token is a real token id (decode_fn of a configured model can read them)
+
+    @property
+    def num_samples(self) -> int:
+        return 0 if self.samples is None else self.samples.num_samples
+
+
+def _fail(where: str, field: str, problem: str) -> CalibError:
+    return CalibError(f"{where}: field {field!r} {problem}; see docs/generations.md for the format")
+
+
+def _number(where: str, field: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise _fail(where, field, f"holds {value!r}, not a number")
+    return float(value)
+
+
+def _numbers(where: str, field: str, values: Any, n: int) -> list[float]:
+    if not isinstance(values, list) or len(values) != n:
+        raise _fail(where, field, f"must be a list of {n} numbers (one per token)")
+    return [_number(where, f"{field}[{j}]", v) for j, v in enumerate(values)]
+
+
+def _top_dict(where: str, field: str, value: Any) -> dict[str, float]:
+    if value is None:
+        return {}
+    if isinstance(value, list):  # chat API: [{token, logprob}, ...]
+        if not all(isinstance(t, dict) and "token" in t and "logprob" in t for t in value):
+            raise _fail(where, field, "must be a list of {token, logprob} objects")
+        value = {str(t["token"]): t["logprob"] for t in value}
+    if not isinstance(value, dict):
+        raise _fail(where, field, "must map tokens to log-probs")
+    return {str(k): _number(where, f"{field}[{k!r}]", v) for k, v in value.items()}
+
+
+def _choice(where: str, field: str, value: Any) -> Answer:
+    """One answer: a string, a legacy completion choice or a chat choice."""
+    if isinstance(value, str):
+        return Answer(value)
+    if not isinstance(value, dict):
+        raise _fail(where, field, f"must be an answer string or a choice object, not {type(value).__name__}")
+    if isinstance(value.get("message"), dict):
+        text = value["message"].get("content")
+    else:
+        text = value.get("text")
+    if not isinstance(text, str):
+        raise _fail(where, field, "has no answer text (`text`, or `message.content` for chat)")
+    _check_text(where, field, text)
+    reason = str(value.get("finish_reason") or value.get("stop_reason") or "stop")
+    lp = value.get("logprobs")
+    if lp is None:
+        return Answer(text, stop_reason=reason)
+    if not isinstance(lp, dict):
+        raise _fail(where, f"{field}.logprobs", "must be an object")
+    if "content" in lp:  # chat API
+        content = lp["content"]
+        if not isinstance(content, list) or not all(isinstance(c, dict) for c in content):
+            raise _fail(where, f"{field}.logprobs.content", "must be a list of {token, logprob} objects")
+        for j, c in enumerate(content):
+            if "token" not in c or "logprob" not in c:
+                raise _fail(where, f"{field}.logprobs.content[{j}]", "needs `token` and `logprob`")
+        tokens = [str(c["token"]) for c in content]
+        logprobs = [c["logprob"] for c in content]
+        tops = [c.get("top_logprobs") for c in content]
+    else:
+        tokens, logprobs, tops = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise _fail(where, f"{field}.logprobs.tokens", "must be a list of token strings")
+    n = len(tokens)
+    for t in tokens:
+        _check_text(where, f"{field}.logprobs.tokens", t)
+    answer = Answer(text, tokens, None, _numbers(where, f"{field}.logprobs.token_logprobs", logprobs, n))
+    answer.stop_reason = reason
+    if tops is not None and not (isinstance(tops, list) and all(t is None for t in tops)):
+        if not isinstance(tops, list) or len(tops) != n:
+            raise _fail(
+                where, f"{field}.logprobs.top_logprobs", f"must be a list of {n} entries (one per token)"
+            )
+        answer.top = [_top_dict(where, f"{field}.logprobs.top_logprobs[{j}]", t) for j, t in enumerate(tops)]
+    if lp.get("entropies") is not None:
+        answer.entropies = _numbers(where, f"{field}.logprobs.entropies", lp["entropies"], n)
+    if lp.get("token_ids") is not None:
+        ids = lp["token_ids"]
+        if not isinstance(ids, list) or len(ids) != n or not all(type(i) is int for i in ids):
+            raise _fail(where, f"{field}.logprobs.token_ids", f"must be a list of {n} integers")
+        answer.ids = ids
+    elif all(t.startswith("token_id:") and t[9:].isdigit() for t in tokens):
+        answer.ids = [int(t[9:]) for t in tokens]
+    return answer
+
+
+def _answers_of(where: str, field: str, value: Any) -> list[Answer]:
+    """A string, a choice, a response with `choices`, or a list of any of them."""
+    if isinstance(value, dict) and "choices" in value:
+        if not isinstance(value["choices"], list):
+            raise _fail(where, f"{field}.choices", "must be a list")
+        return [_choice(where, f"{field}.choices[{i}]", c) for i, c in enumerate(value["choices"])]
+    if isinstance(value, list):
+        return [a for i, v in enumerate(value) for a in _answers_of(where, f"{field}[{i}]", v)]
+    return [_choice(where, field, value)]
+
+
+def _entropy_from_top(top: dict[str, float]) -> float:
+    """A lower bound on the token's entropy from its top-k log-probs (the rest of the mass as one outcome)."""
+    if not top:
+        return float("nan")
+    p = np.exp(np.asarray(list(top.values()), dtype=np.float64))
+    rest = max(0.0, 1.0 - float(p.sum()))
+    terms = [-x * math.log(x) for x in [*p.tolist(), rest] if x > 0]
+    return float(sum(terms))
+
+
+def _example(where: str, record: dict, number: int, stem: str) -> Example:
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise _fail(where, "question", "is missing or empty; every row needs the question text")
+    if "answers" not in record:
+        raise _fail(where, "answers", "is missing: calib grades against gold answers; add them to every row")
+    gold = _answers(record["answers"], None)
+    if not gold:
+        raise _fail(where, "answers", "holds no answers; give at least one gold answer")
+    ex_id = _id_value(where, "id", record["id"]) if "id" in record else f"{stem}/{number}"
+    meta = record.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise _fail(where, "metadata", 'must be an object, e.g. {"grader": "numeric"}')
+    for column, value in (("id", ex_id), ("question", question), ("answers", gold)):
+        _check_text(where, column, value)
+    return Example(
+        id=ex_id,
+        question=question.strip(),
+        answers=tuple(gold),
+        open_ended=bool(record.get("open_ended", False)),
+        category=str(record.get("category") or stem),
+        context=str(record.get("context") or ""),
+        metadata=meta,
+    )
+
+
+def read_generations_file(path: str | Path) -> OutsideGenerations:
+    """Questions, greedy answers and samples from a generations JSONL file (docs/generations.md)."""
+    file = Path(path)
+    if not file.is_file():
+        raise CalibError(
+            f"generations file {str(file)!r} not found; set generations.path to an existing .jsonl"
+        )
+    examples, prompts, greedy, samples, seen = [], [], [], [], {}
+    for where, record in _records(file, "jsonl"):
+        ex = _example(where, record, len(examples), file.stem)
+        if ex.id in seen:
+            raise _fail(where, "id", f"repeats {ex.id!r} (first at {seen[ex.id]}); ids must be unique")
+        seen[ex.id] = where.removeprefix(f"{file} ")
+        if "greedy" not in record:
+            raise _fail(
+                where, "greedy", "is missing: give the greedy (temperature 0) answer of every question"
+            )
+        g = _answers_of(where, "greedy", record["greedy"])
+        if len(g) != 1:
+            raise _fail(where, "greedy", f"holds {len(g)} answers; give exactly one")
+        s = _answers_of(where, "samples", record["samples"]) if record.get("samples") is not None else []
+        if samples and len(s) != len(samples[0]):
+            raise _fail(
+                where,
+                "samples",
+                f"holds {len(s)} answers but line 1 has {len(samples[0])}; give every "
+                "question the same number of samples",
+            )
+        prompt = record.get("prompt", ex.question)
+        if not isinstance(prompt, str):
+            raise _fail(where, "prompt", "must be a string")
+        examples.append(ex)
+        prompts.append(prompt)
+        greedy.append(g)
+        samples.append(s)
+    if not examples:
+        raise CalibError(f"{file}: no questions in the generations file")
+    every = [a for row in (*greedy, *samples) for a in row]
+    stats = all(a.logprobs is not None for a in every)
+    ids = stats and all(a.ids is not None for a in every)
+    vocab: dict[str, int] = {}  # token strings -> made-up ids when the file gives none
+    build = lambda rows: _generations(prompts, rows, stats, ids, vocab)  # noqa: E731
+    return OutsideGenerations(
+        file, examples, build(greedy), build(samples) if samples[0] else None, stats, ids
+    )
+
+
+def _generations(prompts, rows: list[list[Answer]], stats: bool, real_ids: bool, vocab: dict) -> Generations:
+    def tid(token: str) -> int:
+        if token.startswith("token_id:") and token[9:].isdigit():
+            return int(token[9:])
+        return vocab.setdefault(token, len(vocab))
+
+    def arrays(a: Answer) -> dict[str, np.ndarray]:
+        if not stats:
+            empty = np.zeros(0, np.float32)
+            return dict(
+                ids=np.zeros(0, np.int32),
+                lp=empty,
+                ent=empty,
+                tids=np.zeros((0, 0), np.int32),
+                tlp=np.zeros((0, 0), np.float32),
+            )
+        ids = a.ids if real_ids else [tid(t) for t in a.tokens]
+        top = a.top or [{} for _ in a.tokens]
+        k = max((len(t) for t in top), default=0)
+        tids = np.full((len(top), k), -1, np.int32)
+        tlp = np.full((len(top), k), -np.inf, np.float32)
+        for j, t in enumerate(top):
+            tids[j, : len(t)] = [tid(x) for x in t]
+            tlp[j, : len(t)] = list(t.values())
+        ent = a.entropies if a.entropies is not None else [_entropy_from_top(t) for t in top]
+        return dict(
+            ids=np.asarray(ids, np.int32),
+            lp=np.asarray(a.logprobs, np.float32),
+            ent=np.asarray(ent, np.float32),
+            tids=tids,
+            tlp=tlp,
+        )
+
+    built = [[arrays(a) for a in row] for row in rows]
+    pick = lambda name: [[b[name] for b in row] for row in built]  # noqa: E731
+    return Generations(
+        prompts=list(prompts),
+        texts=[[a.text for a in row] for row in rows],
+        token_ids=pick("ids"),
+        token_logprobs=pick("lp"),
+        sample_logprobs=[[x.copy() for x in row] for row in pick("lp")],
+        token_entropies=pick("ent"),
+        top_ids=pick("tids"),
+        top_logprobs=pick("tlp"),
+        stop_reasons=[[a.stop_reason for a in row] for row in rows],
+        meta={"source": "file"},
+    )
+
+
+# ---- in a run ---------------------------------------------------------------------------------------------------
+def validate_outside(cfg: Any) -> None:
+    """generations.path and model.name=none: checked with the rest of the config, before anything is written."""
+    path = cfg.generations.path
+    if path is None:
+        raise CalibError(
+            "model.name='none' is not allowed without generations: set generations.path=FILE (answers made "
+            "outside calib) or name a model"
+        )
+    if not Path(path).expanduser().is_file():
+        raise CalibError(f"generations.path={path!r} is not allowed: the file does not exist; check the path")
+    if cfg.study.name is not None:
+        raise CalibError(
+            f"generations.path with study.name={cfg.study.name!r} is not allowed: studies generate their own "
+            "answers; drop one of them"
+        )
+    if cfg.model.name == NO_MODEL and cfg.estimators.semantic == "judge":
+        raise CalibError(
+            "estimators.semantic='judge' is not allowed with model.name=none: the judge is the model; use "
+            "exact, embedding or nli, or name a model"
+        )
+
+
+def file_key(path: str | Path, model_digest: str, dtype: str) -> tuple[str, dict]:
+    """(key, inputs) standing in for the generate stage's: the file's content hash, this reader's code and the model
+    that makes the extra calls (none: "none"), so the grade / estimate / evaluate artifacts of a file are reused
+    until the file, how it is read or the model changes."""
+    import hashlib
+
+    from calib.fingerprint import stage_fingerprint
+    from calib.pipeline.store import artifact_key
+
+    digest = hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+    inputs = {"file_sha256": digest, "model_digest": model_digest, "dtype": dtype}
+    code = stage_fingerprint(modules=["calib.pipeline.outside"])
+    return artifact_key("generate", code, inputs), {**inputs, "file": str(path), "code": code}
+
+
+def needs_for(outside: OutsideGenerations, has_model: bool) -> frozenset:
+    """What a run from this file can feed: no hidden states or revise passes; model calls only with a model, and
+    the tokenizer's decode only when the file gives real token ids."""
+    from calib.estimators import Need, available_needs
+
+    needs = available_needs(
+        num_samples=outside.num_samples,
+        has_model=has_model,
+        has_questions=True,
+        has_token_stats=outside.has_token_stats,
+        has_hidden=False,
+    )
+    return needs if outside.has_token_ids else needs - {Need.DECODE}
+
+
+class NoModel:
+    """Stands in for the model in artifact keys when model.name=none (no model calls are made)."""
+
+    digest = NO_MODEL
+
+
+def fit_bundle(lm: Any, outside: OutsideGenerations | None, *args: Any, **kwargs: Any) -> Any:
+    """stages.make_bundle, without the tokenizer's decode when the file's tokens are not the model's token ids."""
+    from calib.pipeline import stages
+
+    bundle = stages.make_bundle(lm, *args, **kwargs)
+    if outside is not None and not outside.has_token_ids:
+        bundle.decode_fn = None
+    return bundle
+
+
+def run_generations(
+    source: str | Path | list[dict],
+    run_dir: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    print_summary: bool = False,
+) -> Any:
+    """Grade, estimate, evaluate and report answers made outside calib: `source` is a generations JSONL file or its
+    records (written to run_dir/generations.jsonl). overrides are `calib` overrides; without `model=...` or
+    `model.name=...` no model is loaded and the estimators that need one are skipped."""
+    from calib.pipeline.config import compose
+    from calib.pipeline.run import run
+
+    if not isinstance(source, str | Path):
+        folder = Path(run_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "generations.jsonl"
+        path.write_text("".join(json.dumps(record) + "\n" for record in source), encoding="utf-8")
+        source = path
+    model = (
+        [] if any(o.startswith(("model=", "model.name=")) for o in overrides) else [f"model.name={NO_MODEL}"]
+    )
+    cfg = compose([*model, f"generations.path={Path(source)}", *overrides])
+    return run(cfg, run_dir, print_summary=print_summary)
