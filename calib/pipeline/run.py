@@ -110,7 +110,9 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
 
     # estimate
     t = time.perf_counter()
-    base = {"generate": gen_key, "task": task_hash, "prompt_style": style}
+    # The grader's code is part of every estimate's key: an edited grader recomputes everything after it (grade,
+    # estimate, evaluate), never generation. Estimates do not read grades, so this errs on the side of recomputing.
+    base = {"generate": gen_key, "task": task_hash, "prompt_style": style, "grade_code": code["grade"]}
     code["estimate"] = {name: stages.estimator_code(est) for name, est in estimators.items()}
     keys = {
         name: stages.estimator_key(name, est, base, cfg.estimators, code["estimate"][name])
