@@ -127,3 +127,13 @@ def test_a_folder_that_is_not_a_run_is_a_calib_error(tmp_path):
 
     with pytest.raises(CalibError, match="not a finished calib run"):
         load_run(tmp_path)
+
+
+def test_a_study_run_is_named_as_one_rather_than_read_as_the_main_job(tmp_path):
+    import json
+
+    from calib.pipeline import load_run
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"study": "scaling", "artifacts_dir": str(tmp_path)}))
+    with pytest.raises(CalibError, match="is a scaling study run: its tables are the CSV files"):
+        load_run(tmp_path)

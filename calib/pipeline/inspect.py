@@ -52,6 +52,11 @@ def load_run(run_dir: str | Path) -> RunTables:
             f"{run_dir} is not a finished calib run (manifest.json: {getattr(err, 'strerror', None) or err}); "
             "pass the folder a run wrote"
         ) from None
+    if manifest.get("study"):
+        raise CalibError(
+            f"{run_dir} is a {manifest['study']} study run: its tables are the CSV files in that folder "
+            "(summary.md lists them); load_run and calib inspect read runs of the main job"
+        )
     store = ArtifactStore(manifest["artifacts_dir"])
     stages = manifest["stages"]
     notes: list[str] = []
