@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast fuzz lint bench figures paper clean
+.PHONY: setup run test test-fast fuzz lint bench clean
 
 setup: $(STAMP)
 
