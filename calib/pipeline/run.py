@@ -39,7 +39,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         from calib.studies import run_study
 
         return run_study(cfg, run_dir, print_summary)
-    from calib.cache import atomic_write_text, check_writable
+    from calib.cache import atomic_write_text
     from calib.decode.generate import encode_prompts
     from calib.estimators import available_needs
     from calib.models import load_model
@@ -47,8 +47,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     started = time.perf_counter()
     run_dir = Path(run_dir)
     validate(cfg)
-    check_writable(cfg.artifacts_dir, "set artifacts_dir=PATH (or $CALIB_ARTIFACTS_DIR) to a writable folder")
-    check_writable(run_dir, "set hydra.run.dir=PATH to a writable folder")
+    stages.check_output_folders(cfg.artifacts_dir, run_dir)
     store = ArtifactStore(cfg.artifacts_dir)
     K = cfg.decoding.num_samples
     R = cfg.decoding.revise_passes
@@ -97,9 +96,9 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     # grade
     t = time.perf_counter()
     grading = dict(cfg.task.grading)
-    grade_key = stages.grade_key(gen_key, task_hash, grading)
-    grades, record = stages.run_grade(store, grade_key, examples, greedy, samples, grading)
     code["grade"] = stages.grade_code()
+    grade_key = stages.grade_key(gen_key, task_hash, grading, code["grade"])
+    grades, record = stages.run_grade(store, grade_key, examples, greedy, samples, grading)
     manifest["stages"]["grade"] = {
         "key": grade_key,
         "code": code["grade"],

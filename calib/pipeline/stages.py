@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,10 +93,18 @@ def grade_code() -> str:
     return stage_fingerprint(modules=["calib.tasks"], objects=[grade_table])
 
 
-def grade_key(generate_key: str, task_hash: str, grading: dict) -> str:
+def grade_key(generate_key: str, task_hash: str, grading: dict, code: str | None = None) -> str:
     return artifact_key(
-        "grade", grade_code(), {"generate": generate_key, "task": task_hash, "grading": grading}
+        "grade", code or grade_code(), {"generate": generate_key, "task": task_hash, "grading": grading}
     )
+
+
+def check_output_folders(artifacts_dir: str, run_dir: Path) -> None:
+    """The artifact store and the run folder can be written (checked before the model loads; main job and studies)."""
+    from calib.cache import check_writable
+
+    check_writable(artifacts_dir, "set artifacts_dir=PATH (or $CALIB_ARTIFACTS_DIR) to a writable folder")
+    check_writable(run_dir, "set hydra.run.dir=PATH to a writable folder")
 
 
 def grade_table(examples: Sequence[Any], greedy, samples, grading: dict) -> pd.DataFrame:

@@ -39,13 +39,11 @@ class Setup:
 def prepare(cfg: RunConfig, run_dir: Path, room: int) -> Setup:
     """Folders checked writable, questions, model and prompts loaded; a prompt too long for `room` new tokens
     fails here, before anything is generated."""
-    from calib.cache import check_writable
     from calib.decode.generate import encode_prompts
     from calib.models import load_model
 
     started = time.perf_counter()
-    check_writable(cfg.artifacts_dir, "set artifacts_dir=PATH (or $CALIB_ARTIFACTS_DIR) to a writable folder")
-    check_writable(run_dir, "set hydra.run.dir=PATH to a writable folder")
+    stages.check_output_folders(cfg.artifacts_dir, run_dir)
     examples = stages.load_examples(cfg.task)
     log.info("task %s: %d questions", cfg.task.name, len(examples))
     lm = load_model(cfg.model.name, dtype=cfg.model.dtype, seed=cfg.model.seed)
