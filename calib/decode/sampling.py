@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NEG_INF = -1e30
 BLOCK = 256
@@ -127,3 +128,59 @@ def choose_tokens(
     chosen = jnp.take_along_axis(shifted, tokens[:, None], axis=-1)[:, 0]
     sample_lp = chosen - jnp.log(jnp.sum(weights, axis=-1))
     return tokens, jnp.where(is_greedy, 0.0, sample_lp)
+
+
+DISTRIBUTION_COLUMNS = ("renyi_divergence", "fisher_rao", "self_certainty", "boosted_prob", "log_vocab")
+"""Columns of `distribution_statistics`: one scalar each per scored token (estimators/distribution.py reads them)."""
+
+
+def distribution_statistics(
+    logits: jax.Array,
+    targets: jax.Array,
+    *,
+    alpha: float = 0.5,
+    temperature: float = 2.0,
+    p_jump: float = 0.3,
+    epsilon: float = 0.005,
+) -> jax.Array:
+    """Logits [..., V] and the token chosen at each step [...] -> [..., 5] scalars of the whole distribution.
+
+    The full-vocabulary statistics LM-Polygraph reads from `greedy_log_probs`, reduced on device to one scalar each
+    so nothing of size V is kept (columns DISTRIBUTION_COLUMNS); p_T = softmax(z / T):
+    - Rényi divergence to the uniform U: D_α(p_T ‖ U) = log Σ_v p_T(v)^α / (α − 1) + log V  (Darrin et al. 2023);
+    - Fisher–Rao distance to U: (2/π) arccos(Σ_v √(p_T(v) / V));
+    - self-certainty KL(U ‖ p) = −(1/V) Σ_v log p(v) − log V at T = 1 (Kang et al. 2025);
+    - boosted probability (Dinh & Niehues 2025, `boostedprob`'s "difference_jump"): sort p descending; the
+      dominant tokens are ranks 0..c for the last c with p_(c) − p_(c+1) > max(p_jump · p_(c), ε); the chosen
+      token's boosted probability is the dominant mass Σ_{r≤c} p_(r) if it is dominant, else its own p.
+      Only tokens with p > ε can be dominant, so the top ⌈1/ε⌉ + 1 entries decide it exactly;
+    - log V.
+    Computed in float32, or float64 for float64 logits.
+    """
+    z = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    vocab = z.shape[-1]
+    log_vocab = jnp.log(jnp.asarray(vocab, z.dtype))
+    log_p = jax.nn.log_softmax(z, axis=-1)
+    log_pt = jax.nn.log_softmax(z / temperature, axis=-1)
+    if alpha == 1.0:
+        renyi = jnp.sum(jnp.exp(log_pt) * log_pt, axis=-1) + log_vocab  # the α → 1 limit: KL(p_T ‖ U)
+    else:
+        renyi = jax.nn.logsumexp(alpha * log_pt, axis=-1) / (alpha - 1.0) + log_vocab
+    bhattacharyya = jnp.exp(jax.nn.logsumexp(0.5 * log_pt, axis=-1) - 0.5 * log_vocab)
+    fisher_rao = 2.0 / jnp.pi * jnp.arccos(jnp.clip(bhattacharyya, 0.0, 1.0))
+    self_certainty = -jnp.mean(log_p, axis=-1) - log_vocab
+    k = min(vocab, int(np.ceil(1.0 / epsilon)) + 1)
+    top_lp, top_ids = jax.lax.top_k(log_p, k)
+    top_p = jnp.exp(top_lp)
+    gap = top_p[..., :-1] - top_p[..., 1:]
+    jump = (gap > p_jump * top_p[..., :-1]) & (gap > epsilon)
+    ranks = jnp.arange(k - 1)
+    cut = jnp.max(jnp.where(jump, ranks, -1), axis=-1)  # last jump, -1 when there is none
+    dominant = jnp.arange(k) <= cut[..., None]
+    mass = jnp.sum(jnp.where(dominant, top_p, 0.0), axis=-1)
+    is_dominant = jnp.any(dominant & (top_ids == targets[..., None]), axis=-1)
+    chosen = jnp.exp(jnp.take_along_axis(log_p, targets[..., None].astype(jnp.int32), axis=-1)[..., 0])
+    boosted = jnp.where(is_dominant, mass, chosen)
+    return jnp.stack(
+        [renyi, fisher_rao, self_certainty, boosted, jnp.broadcast_to(log_vocab, renyi.shape)], -1
+    )

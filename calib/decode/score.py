@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from calib.decode.planning import bucket, bucket_length
+from calib.decode.sampling import distribution_statistics
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
 from calib.models.transformer import init_cache
@@ -60,7 +61,7 @@ def _bin_sums(values: jax.Array, bins: jax.Array, n_bins: int) -> jax.Array:
     return jnp.zeros((n_bins,), jnp.float32).at[bins.reshape(-1)].add(values.reshape(-1).astype(jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "n_bins", "repeats"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "n_bins", "repeats", "distribution"))
 def _score_batch(
     graphdef,
     params,
@@ -73,6 +74,7 @@ def _score_batch(
     *,
     repeats: int,
     n_bins: int,
+    distribution: tuple[tuple[str, float], ...] | None = None,
 ):
     """Log-prob of each continuation token [B * repeats, C] and Full-ECE sums over them.
 
@@ -99,6 +101,10 @@ def _score_batch(
         logits = model.project(predicting)  # [R, C, V]
         target = jnp.take_along_axis(logits, cont_ids[..., None], axis=-1)[..., 0]
         target_lp = target - jax.nn.logsumexp(logits, axis=-1)
+        if distribution is not None:  # [R, C, 5] whole-distribution scalars per token (sampling.py)
+            return jnp.where(mask, target_lp, 0.0), distribution_statistics(
+                logits, cont_ids, **dict(distribution)
+            )
         return jnp.where(mask, target_lp, 0.0), jnp.zeros((6, 1))
 
     def row(args):
@@ -182,13 +188,19 @@ def score_with_stats(
     continuations: Sequence[str | Sequence[int]],
     n_bins: int = 15,
     batch_size: int = 16,
-) -> tuple[list[np.ndarray], FullECEStats | None]:
-    """Per-token log-probs of each continuation given its prompt, plus Full-ECE sums over continuation tokens."""
+    distribution: dict[str, float] | None = None,
+) -> tuple[list[np.ndarray], FullECEStats | list[np.ndarray] | None]:
+    """Per-token log-probs of each continuation given its prompt, plus Full-ECE sums over continuation tokens
+    (or, with `distribution` options and n_bins = 0, each continuation's [T, 5] `distribution_statistics`)."""
+    if distribution is not None and n_bins:
+        raise CalibError("score_with_stats: distribution statistics need n_bins=0 (use score_distribution)")
     pairs = _tokenize_pairs(lm, prompts, continuations)
     graphdef, params = lm.graphdef_and_state
     totals = np.zeros((6, max(n_bins, 1)), np.float64)
     n_positions = 0
     results: dict[int, np.ndarray] = {}
+    dists: dict[int, np.ndarray] = {}
+    options = None if distribution is None else tuple(sorted(distribution.items()))
     groups = _group_by_prompt(pairs)
     n_shared = _shared_prefix(pairs)
     if n_shared < MIN_SHARED_PREFIX:
@@ -225,14 +237,21 @@ def score_with_stats(
             jnp.asarray(mask),
             repeats=repeats,
             n_bins=n_bins,
+            distribution=options,
         )
         lp = np.asarray(lp)
+        if options is not None:
+            sums = np.asarray(sums)
         if n_bins:
             totals += np.asarray(sums, np.float64)
         n_positions += int(mask.sum())
         for i, r in rows.items():
             results[i] = lp[r][mask[r]].astype(np.float32)
+            if options is not None:
+                dists[i] = sums[r][mask[r]]
     out = [results[i] for i in range(len(pairs))]
+    if options is not None:
+        return out, [dists[i] for i in range(len(pairs))]
     stats = FullECEStats(*totals, n_positions=n_positions) if n_bins else None
     return out, stats
 
@@ -245,3 +264,17 @@ def score(
 ) -> list[np.ndarray]:
     """Teacher-forced natural-log probabilities of each continuation token (strings or token ids)."""
     return score_with_stats(lm, prompts, continuations, n_bins=0, batch_size=batch_size)[0]
+
+
+def score_distribution(
+    lm: LanguageModel,
+    prompts: Sequence[str | Sequence[int]],
+    continuations: Sequence[str | Sequence[int]],
+    batch_size: int = 16,
+    **options: float,
+) -> list[np.ndarray]:
+    """[T, 5] whole-distribution statistics at each continuation token, teacher-forced (columns and options:
+    calib.decode.sampling.distribution_statistics). Scoring the generated tokens gives the decode loop's numbers."""
+    return score_with_stats(
+        lm, prompts, continuations, n_bins=0, batch_size=batch_size, distribution=options
+    )[1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from calib.estimators import (  # noqa: F401  (importing registers the built-ins)
     consistency,
+    distribution,
     eigenscore,
     graph,
     information,

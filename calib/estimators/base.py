@@ -40,6 +40,11 @@ class Need(Enum):
         "final hidden states of the answers",
         "give the bundle Generations with hidden states (calib.decode.generate records them)",
     )
+    DISTRIBUTION = (
+        "distribution",
+        "whole-vocabulary statistics at each greedy-answer token (Rényi, Fisher–Rao, self-certainty, boosted prob.)",
+        "load a model (the bundle scores the greedy answers teacher-forced, calib.decode.score_distribution)",
+    )
     QUESTIONS = ("questions", "the task's question texts", "pass the task examples to the bundle")
     SEMANTIC = (
         "semantic",
@@ -138,7 +143,7 @@ def available_needs(
     if has_questions:
         needs.add(Need.QUESTIONS)
     if has_model:
-        needs |= {Need.SCORE, Need.GENERATE, Need.DECODE}
+        needs |= {Need.SCORE, Need.GENERATE, Need.DECODE, Need.DISTRIBUTION}
     if num_passes >= 2:
         needs.add(Need.PASSES)
     return frozenset(needs)

@@ -7,7 +7,9 @@ tests run on fakes:
 
 - ``score_fn(prompts, continuations) -> list[np.ndarray]``: teacher-forced per-token log-probs of each continuation;
 - ``generate_fn(prompts, max_new_tokens) -> list[str]``: one greedy answer per prompt (stops at a newline);
-- ``decode_fn(token_ids) -> str``: the tokenizer's decode.
+- ``decode_fn(token_ids) -> str``: the tokenizer's decode;
+- ``distribution_fn(prompts, token_ids) -> list[np.ndarray]``: [T, 5] whole-distribution statistics at each token of
+  each answer, teacher-forced (calib.decode.score_distribution; columns calib.decode.sampling.DISTRIBUTION_COLUMNS).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from calib.semantic.exact import ExactMatch
 
 GenerateFn = Callable[[list[str], int], list[str]]
 DecodeFn = Callable[[Sequence[int]], str]
+DistributionFn = Callable[[list[str], list[np.ndarray]], list[np.ndarray]]
 
 RELEVANCE_CHUNK = 4096  # (answer, answer without one token) pairs per similarity call: progress granularity
 SHARED = ("comparisons", "clusters", "greedy_cluster", "greedy_token_relevance", "sample_token_relevance")
@@ -52,6 +55,7 @@ class Bundle:
         decode_fn: DecodeFn | None = None,
         wrap_prompt: Callable[[str], str] | None = None,
         progress: bool = False,
+        distribution_fn: DistributionFn | None = None,
     ):
         if greedy.num_prompts and greedy.num_samples != 1:
             raise CalibError(
@@ -80,6 +84,7 @@ class Bundle:
         self.score_fn = score_fn
         self.generate_fn = generate_fn
         self.decode_fn = decode_fn
+        self.distribution_fn = distribution_fn
         self.wrap_prompt = wrap_prompt or (lambda prompt: prompt)
         self.progress = progress  # bars (rate, ETA) over the long computations, e.g. SAR's token relevance
         self._score_cache: dict[tuple[str, str], np.ndarray] = {}
@@ -111,7 +116,14 @@ class Bundle:
 
         options.setdefault("score_fn", score_fn)
         options.setdefault("generate_fn", generate_fn)
+
+        def distribution_fn(prompts: list[str], token_ids: list[np.ndarray]) -> list[np.ndarray]:
+            from calib.decode.score import score_distribution
+
+            return score_distribution(lm, prompts, [[int(t) for t in ids] for ids in token_ids])
+
         options.setdefault("decode_fn", lambda ids: lm.tokenizer.decode(list(ids)))
+        options.setdefault("distribution_fn", distribution_fn)
         return cls(greedy, samples, examples, **options)
 
     # ---- what this bundle can provide -------------------------------------------------------------------------
@@ -140,6 +152,7 @@ class Bundle:
             (Need.SCORE, self.score_fn),
             (Need.GENERATE, self.generate_fn),
             (Need.DECODE, self.decode_fn),
+            (Need.DISTRIBUTION, self.distribution_fn),
         ):
             if fn is not None:
                 needs.add(need)
@@ -175,6 +188,22 @@ class Bundle:
     def greedy_entropies(self) -> list[np.ndarray]:
         self.require(Need.GREEDY_TOKENS)
         return [np.asarray(row[0], dtype=np.float64) for row in self.greedy.token_entropies]
+
+    @cached_property
+    def greedy_distribution(self) -> list[np.ndarray]:
+        """[i] float64 [T, 5] whole-distribution statistics at each greedy-answer token (columns
+        calib.decode.sampling.DISTRIBUTION_COLUMNS); an empty answer gives [0, 5]. One teacher-forced pass."""
+        self.require(Need.DISTRIBUTION)
+        ids = [np.asarray(row[0]) for row in self.greedy.token_ids]
+        scored = [i for i, t in enumerate(ids) if len(t)]
+        out = [np.zeros((0, 5))] * len(ids)
+        if scored:
+            stats = self.distribution_fn([self.greedy.prompts[i] for i in scored], [ids[i] for i in scored])
+            if len(stats) != len(scored):
+                raise CalibError(f"distribution_fn returned {len(stats)} results for {len(scored)} answers")
+            for i, s in zip(scored, stats):
+                out[i] = np.asarray(s, dtype=np.float64)
+        return out
 
     @cached_property
     def sample_texts(self) -> list[list[str]]:

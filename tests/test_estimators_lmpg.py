@@ -1,0 +1,111 @@
+"""calib's estimators fed LM-Polygraph 0.7.0's inputs agree with LM-Polygraph's own outputs on them.
+
+tests/fixtures/lmpg_070/saved.json holds small fixed inputs (full greedy log-prob distributions, sample log-likelihoods,
+an entailment matrix) and what LM-Polygraph 0.7.0's estimator code returned on them (made by make_fixture.py beside
+it). Every difference allowed here is a definitional one written in docs/estimators.md's table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from calib.decode.sampling import distribution_statistics
+from calib.estimators import Bundle, get_estimator
+from calib.estimators.synthetic import generations_from
+from calib.semantic import Comparison
+
+SAVED = json.loads((Path(__file__).parent / "fixtures" / "lmpg_070" / "saved.json").read_text())
+DATA, LMPG = SAVED["inputs"], SAVED["outputs"]
+LOG_V = np.log(len(DATA["greedy_log_probs"][0][0]))
+
+
+class MatrixBackend:
+    """The saved entailment matrix among the samples; the greedy answer (index 0) is similar to everything."""
+
+    name = "matrix"
+
+    def compare(self, questions, answers):
+        out = []
+        for s in np.asarray(DATA["semantic_matrix_entail"], dtype=np.float64):
+            m = np.ones((len(s) + 1, len(s) + 1))
+            m[1:, 1:] = s
+            out.append(Comparison(m, (m >= 0.5) & (m.T >= 0.5)))
+        return out
+
+    def pair_similarity(self, first, second):
+        raise AssertionError("not used")
+
+
+STATISTICS = jax.jit(distribution_statistics)
+
+
+def _distribution_fn(prompts, token_ids):
+    """The saved full distributions through calib's per-token statistics, in float64."""
+    index = {f"q{i}": i for i in range(len(DATA["greedy_log_probs"]))}
+    with jax.enable_x64(True):
+        return [
+            np.asarray(
+                STATISTICS(
+                    jnp.asarray(DATA["greedy_log_probs"][index[p]], jnp.float64), jnp.asarray(np.asarray(ids))
+                )
+            )
+            for p, ids in zip(prompts, token_ids)
+        ]
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    lp = [np.asarray(x) for x in DATA["greedy_log_probs"]]
+    tokens = DATA["greedy_tokens"]
+    greedy = generations_from(
+        [[f"g{i}"] for i in range(len(lp))],
+        logprobs=[[x[np.arange(len(t)), t]] for x, t in zip(lp, tokens)],
+        entropies=[[-(np.exp(x) * x).sum(-1)] for x in lp],
+        token_ids=[[t] for t in tokens],
+        prompts=[f"q{i}" for i in range(len(lp))],
+    )
+    # LM-Polygraph keeps each sample's log-likelihood Σ_t ℓ_t; spread it evenly over the sample's tokens
+    sample_tokens = DATA["sample_tokens"]
+    samples = generations_from(
+        [[f"s{k}" for k in range(len(row))] for row in sample_tokens],
+        logprobs=[
+            [[s / len(t)] * len(t) for s, t in zip(sums, row)]
+            for sums, row in zip(DATA["sample_log_probs"], sample_tokens)
+        ],
+        token_ids=sample_tokens,
+        prompts=[f"q{i}" for i in range(len(lp))],
+    )
+    return Bundle(greedy, samples, semantic=MatrixBackend(), distribution_fn=_distribution_fn)
+
+
+# calib name, LM-Polygraph name, calib raw -> LM-Polygraph's number (the reason for each map: docs/estimators.md)
+CASES = [
+    ("msp", "MaximumSequenceProbability", lambda r: -np.log(r)),
+    ("inverse_perplexity", "Perplexity", lambda r: -np.log(r)),
+    ("mean_token_entropy", "MeanTokenEntropy", lambda r: r),
+    (
+        "renyi_negentropy",
+        "RenyiNeg",
+        lambda r: r - 2 * LOG_V,
+    ),  # LM-Polygraph subtracts (α−1) log V, D_α adds it
+    ("fisher_rao", "FisherRao", lambda r: r),
+    ("self_certainty", "SelfCertainty", lambda r: -r),
+    ("boosted_prob_sequence", "BoostedProbSequence", lambda r: -r),
+    ("mc_sequence_entropy", "MonteCarloSequenceEntropy", lambda r: r),
+    ("mc_normalized_sequence_entropy", "MonteCarloNormalizedSequenceEntropy", lambda r: r),
+    ("degree", "DegMat", lambda r: r),
+    ("eccentricity", "Eccentricity", lambda r: r),
+    ("eigv", "EigValLaplacian", lambda r: r),
+]
+
+
+@pytest.mark.parametrize(("name", "lmpg", "to_lmpg"), CASES, ids=[c[0] for c in CASES])
+def test_agrees_with_lm_polygraph_on_its_inputs(bundle, name, lmpg, to_lmpg):
+    raw = get_estimator(name)(bundle).raw
+    np.testing.assert_allclose(to_lmpg(raw), LMPG[lmpg], rtol=0, atol=1e-6)
