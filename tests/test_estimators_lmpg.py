@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +60,17 @@ def _distribution_fn(prompts, token_ids):
         ]
 
 
+def _attention_fn(prompts, token_ids, suffix):
+    """The saved [L, H, S, S] attention over prompt + answer, reduced to calib's diagonal and last row."""
+    out = []
+    for p in prompts:  # "q3", or CSL's eliciting prompt ending in "Question: q3\nAnswer: "
+        a = np.asarray(
+            DATA["attention"][int(p.rsplit("Question: q", 1)[-1].split()[0] if "Question" in p else p[1:])]
+        )
+        out.append(np.stack([np.diagonal(a, axis1=-2, axis2=-1), a[:, :, -1, :]], axis=2))
+    return out
+
+
 @pytest.fixture(scope="module")
 def bundle() -> Bundle:
     lp = [np.asarray(x) for x in DATA["greedy_log_probs"]]
@@ -81,7 +93,15 @@ def bundle() -> Bundle:
         token_ids=sample_tokens,
         prompts=[f"q{i}" for i in range(len(lp))],
     )
-    return Bundle(greedy, samples, semantic=MatrixBackend(), distribution_fn=_distribution_fn)
+    examples = [SimpleNamespace(question=f"q{i}") for i in range(len(lp))]
+    return Bundle(
+        greedy,
+        samples,
+        examples,
+        semantic=MatrixBackend(),
+        distribution_fn=_distribution_fn,
+        attention_fn=_attention_fn,
+    )
 
 
 # calib name, LM-Polygraph name, calib raw -> LM-Polygraph's number (the reason for each map: docs/estimators.md)
@@ -102,6 +122,9 @@ CASES = [
     ("degree", "DegMat", lambda r: r),
     ("eccentricity", "Eccentricity", lambda r: r),
     ("eigv", "EigValLaplacian", lambda r: r),
+    ("rauq", "RAUQ", lambda r: r + 1),  # LM-Polygraph reports 1 − mean log c
+    ("attention_score", "AttentionScore", lambda r: -r),
+    ("csl", "CSL", lambda r: -r),
 ]
 
 

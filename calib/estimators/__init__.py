@@ -11,6 +11,7 @@ How to add one: docs/estimators.md.
 from __future__ import annotations
 
 from calib.estimators import (  # noqa: F401  (importing registers the built-ins)
+    attention,
     consistency,
     distribution,
     eigenscore,

@@ -45,6 +45,11 @@ class Need(Enum):
         "whole-vocabulary statistics at each greedy-answer token (Rényi, Fisher–Rao, self-certainty, boosted prob.)",
         "load a model (the bundle scores the greedy answers teacher-forced, calib.decode.score_distribution)",
     )
+    ATTENTION = (
+        "attention",
+        "attention weights over prompt + greedy answer (self-attention diagonal and last row, every layer and head)",
+        "load a model (the bundle runs one teacher-forced pass per greedy answer)",
+    )
     QUESTIONS = ("questions", "the task's question texts", "pass the task examples to the bundle")
     SEMANTIC = (
         "semantic",
@@ -143,7 +148,7 @@ def available_needs(
     if has_questions:
         needs.add(Need.QUESTIONS)
     if has_model:
-        needs |= {Need.SCORE, Need.GENERATE, Need.DECODE, Need.DISTRIBUTION}
+        needs |= {Need.SCORE, Need.GENERATE, Need.DECODE, Need.DISTRIBUTION, Need.ATTENTION}
     if num_passes >= 2:
         needs.add(Need.PASSES)
     return frozenset(needs)

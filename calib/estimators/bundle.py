@@ -9,7 +9,9 @@ tests run on fakes:
 - ``generate_fn(prompts, max_new_tokens) -> list[str]``: one greedy answer per prompt (stops at a newline);
 - ``decode_fn(token_ids) -> str``: the tokenizer's decode;
 - ``distribution_fn(prompts, token_ids) -> list[np.ndarray]``: [T, 5] whole-distribution statistics at each token of
-  each answer, teacher-forced (calib.decode.score_distribution; columns calib.decode.sampling.DISTRIBUTION_COLUMNS).
+  each answer, teacher-forced (calib.decode.score_distribution; columns calib.decode.sampling.DISTRIBUTION_COLUMNS);
+- ``attention_fn(prompts, token_ids, suffix) -> list[np.ndarray]``: [L, H, 2, P + T] self-attention diagonal and last
+  row of every layer and head over prompt + answer (+ suffix) (calib.estimators.attention.attention_statistics).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Bundle:
         wrap_prompt: Callable[[str], str] | None = None,
         progress: bool = False,
         distribution_fn: DistributionFn | None = None,
+        attention_fn: Callable[[list[str], list[np.ndarray], str], list[np.ndarray]] | None = None,
     ):
         if greedy.num_prompts and greedy.num_samples != 1:
             raise CalibError(
@@ -85,10 +88,12 @@ class Bundle:
         self.generate_fn = generate_fn
         self.decode_fn = decode_fn
         self.distribution_fn = distribution_fn
+        self.attention_fn = attention_fn
         self.wrap_prompt = wrap_prompt or (lambda prompt: prompt)
         self.progress = progress  # bars (rate, ETA) over the long computations, e.g. SAR's token relevance
         self._score_cache: dict[tuple[str, str], np.ndarray] = {}
         self._generate_cache: dict[tuple[str, int], str] = {}
+        self._attention_cache: dict[tuple[str, tuple[int, ...], str], np.ndarray] = {}
 
     @classmethod
     def from_model(
@@ -123,7 +128,14 @@ class Bundle:
             return score_distribution(lm, prompts, [[int(t) for t in ids] for ids in token_ids])
 
         options.setdefault("decode_fn", lambda ids: lm.tokenizer.decode(list(ids)))
+
+        def attention_fn(prompts: list[str], token_ids: list[np.ndarray], suffix: str) -> list[np.ndarray]:
+            from calib.estimators.attention import attention_statistics
+
+            return attention_statistics(lm, prompts, token_ids, suffix)
+
         options.setdefault("distribution_fn", distribution_fn)
+        options.setdefault("attention_fn", attention_fn)
         return cls(greedy, samples, examples, **options)
 
     # ---- what this bundle can provide -------------------------------------------------------------------------
@@ -153,6 +165,7 @@ class Bundle:
             (Need.GENERATE, self.generate_fn),
             (Need.DECODE, self.decode_fn),
             (Need.DISTRIBUTION, self.distribution_fn),
+            (Need.ATTENTION, self.attention_fn),
         ):
             if fn is not None:
                 needs.add(need)
@@ -194,13 +207,38 @@ class Bundle:
         """[i] float64 [T, 5] whole-distribution statistics at each greedy-answer token (columns
         calib.decode.sampling.DISTRIBUTION_COLUMNS); an empty answer gives [0, 5]. One teacher-forced pass."""
         self.require(Need.DISTRIBUTION)
+        return self._per_greedy_answer(self.distribution_fn, "distribution_fn", np.zeros((0, 5)))
+
+    @property
+    def greedy_attention(self) -> list[np.ndarray | None]:
+        """[i] float64 [L, H, 2, P + T] attention diagonal and last row over prompt + greedy answer (None for an
+        empty answer). One teacher-forced pass per answer, shared by every estimator that asks."""
+        ids = [row[0] for row in self.greedy.token_ids]
+        return self.attention(list(self.greedy.prompts), ids)
+
+    def attention(
+        self, prompts: Sequence[str], token_ids: Sequence[np.ndarray], suffix: str = ""
+    ) -> list[np.ndarray | None]:
+        """attention_fn over (prompt, answer ids, suffix), each distinct triple once; None for an empty answer."""
+        self.require(Need.ATTENTION)
+        keys = [(p, tuple(int(t) for t in ids), suffix) for p, ids in zip(prompts, token_ids)]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._attention_cache and k[1]))
+        if missing:
+            stats = self.attention_fn([k[0] for k in missing], [np.asarray(k[1]) for k in missing], suffix)
+            if len(stats) != len(missing):
+                raise CalibError(f"attention_fn returned {len(stats)} results for {len(missing)} answers")
+            self._attention_cache.update(zip(missing, (np.asarray(s, dtype=np.float64) for s in stats)))
+        return [self._attention_cache[k] if k[1] else None for k in keys]
+
+    def _per_greedy_answer(self, fn: DistributionFn, name: str, empty: Any) -> list[Any]:
+        """fn over the non-empty greedy answers (prompt, token ids), `empty` for the others."""
         ids = [np.asarray(row[0]) for row in self.greedy.token_ids]
         scored = [i for i, t in enumerate(ids) if len(t)]
-        out = [np.zeros((0, 5))] * len(ids)
+        out = [empty] * len(ids)
         if scored:
-            stats = self.distribution_fn([self.greedy.prompts[i] for i in scored], [ids[i] for i in scored])
+            stats = fn([self.greedy.prompts[i] for i in scored], [ids[i] for i in scored])
             if len(stats) != len(scored):
-                raise CalibError(f"distribution_fn returned {len(stats)} results for {len(scored)} answers")
+                raise CalibError(f"{name} returned {len(stats)} results for {len(scored)} answers")
             for i, s in zip(scored, stats):
                 out[i] = np.asarray(s, dtype=np.float64)
         return out
