@@ -127,7 +127,7 @@ def test_missing_needs_are_one_line_naming_estimator_and_need_before_any_work():
     assert "\n" not in message
     assert "estimator 'semantic_entropy' needs samples" in message
     assert "decoding.num_samples to 2 or more" in message
-    assert "estimator 'p_true' needs score" in message
+    assert "estimator 'p_true' needs p_true" in message
     assert "'msp'" not in message  # msp is satisfied
     check_needs([get_estimator("msp")], needs)  # no error
     check_needs(wanted, available_needs(num_samples=10, has_model=True))

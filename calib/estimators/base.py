@@ -57,6 +57,11 @@ class Need(Enum):
         "sample K >= 2 answers and choose a semantic backend",
     )
     SCORE = ("score", "teacher-forced scoring calls to the model", "load a model (score_fn)")
+    P_TRUE = (
+        "p_true",
+        "P(True) of the greedy answer",
+        "load a model (score_fn), or give `p_true` for every question in the generations file",
+    )
     GENERATE = ("generate", "extra generation calls to the model", "load a model (generate_fn)")
     DECODE = ("decode", "the tokenizer's decode of token ids", "load a model (decode_fn)")
     PASSES = ("passes", "two or more revise passes", "set revise passes to 2 or more")
@@ -148,7 +153,7 @@ def available_needs(
     if has_questions:
         needs.add(Need.QUESTIONS)
     if has_model:
-        needs |= {Need.SCORE, Need.GENERATE, Need.DECODE, Need.DISTRIBUTION, Need.ATTENTION}
+        needs |= {Need.SCORE, Need.GENERATE, Need.DECODE, Need.DISTRIBUTION, Need.ATTENTION, Need.P_TRUE}
     if num_passes >= 2:
         needs.add(Need.PASSES)
     return frozenset(needs)

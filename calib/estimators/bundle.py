@@ -59,6 +59,7 @@ class Bundle:
         progress: bool = False,
         distribution_fn: DistributionFn | None = None,
         attention_fn: Callable[[list[str], list[np.ndarray], str], list[np.ndarray]] | None = None,
+        given_p_true: Sequence[float] | None = None,
     ):
         if greedy.num_prompts and greedy.num_samples != 1:
             raise CalibError(
@@ -89,6 +90,11 @@ class Bundle:
         self.decode_fn = decode_fn
         self.distribution_fn = distribution_fn
         self.attention_fn = attention_fn
+        self.given_p_true = None if given_p_true is None else np.asarray(given_p_true, dtype=np.float64)
+        if self.given_p_true is not None and (
+            self.given_p_true.shape != (n,) or not np.all((self.given_p_true >= 0) & (self.given_p_true <= 1))
+        ):
+            raise CalibError(f"bundle: given_p_true must hold {n} probabilities in [0, 1], one per question")
         self.wrap_prompt = wrap_prompt or (lambda prompt: prompt)
         self.progress = progress  # bars (rate, ETA) over the long computations, e.g. SAR's token relevance
         self._score_cache: dict[tuple[str, str], np.ndarray] = {}
@@ -166,6 +172,7 @@ class Bundle:
             (Need.DECODE, self.decode_fn),
             (Need.DISTRIBUTION, self.distribution_fn),
             (Need.ATTENTION, self.attention_fn),
+            (Need.P_TRUE, self.score_fn if self.given_p_true is None else True),
         ):
             if fn is not None:
                 needs.add(need)

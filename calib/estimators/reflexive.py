@@ -144,10 +144,16 @@ class PTrue:
     def __init__(self, brainstorm: int = 0, true: str = " (A)", false: str = " (B)"):
         self.brainstorm, self.true, self.false = int(brainstorm), true, false
         self.name = "p_true_brainstorm" if self.brainstorm else "p_true"
-        needs = {Need.GREEDY, Need.QUESTIONS, Need.SCORE}
-        self.needs = frozenset(needs | {Need.SAMPLES} if self.brainstorm else needs)
+        needs = {Need.GREEDY, Need.QUESTIONS}
+        # plain P(True) may come from a generations file (bundle.given_p_true); the brainstorm form always scores
+        self.needs = frozenset(
+            needs | {Need.SAMPLES, Need.SCORE} if self.brainstorm else needs | {Need.P_TRUE}
+        )
 
     def __call__(self, bundle: Bundle) -> EstimatorResult:
+        if bundle.given_p_true is not None and not self.brainstorm:
+            p = np.asarray(bundle.given_p_true, dtype=np.float64)
+            return EstimatorResult(confidence=p, raw=p, higher_raw_means="confident")
         items = list(enumerate(bundle.greedy_texts))
         p = p_true(bundle, items, brainstorm=self.brainstorm, true=self.true, false=self.false)
         return EstimatorResult(confidence=p, raw=p, higher_raw_means="confident")

@@ -1,11 +1,14 @@
-"""Generations made outside calib (vLLM, an API, another paper's dump) read from a JSONL file (docs/generations.md).
+"""Generations made outside calib (vLLM, an API, another paper's dump) read from a JSONL or Parquet file
+(docs/generations.md).
 
-One JSON object per line and question: `id`, `question`, `answers` (gold), optional `open_ended`, `category`,
+One JSON object per line (or Parquet row) and question: `id`, `question`, `answers` (gold), optional `open_ended`, `category`,
 `context`, `metadata` (grading hints, e.g. {"grader": "numeric"}), `prompt`, then `greedy` (one answer) and
 `samples` (K answers). An answer is a plain string, an OpenAI-style choice (legacy completions: `text` +
 `logprobs.{tokens, token_logprobs, top_logprobs}`; chat: `message.content` + `logprobs.content[j].{token, logprob,
 top_logprobs}`), or a whole response whose `choices` are the answers. Tokens written `token_id:N` (vLLM's
 --return-tokens-as-token-ids) are token ids. calib extensions: `logprobs.token_ids` and `logprobs.entropies`.
+Optional precomputed statistics, used instead of computing them: `similarity` ([K+1, K+1] over [greedy, samples],
+with optional `equivalent`) and `p_true` (P(True) of the greedy answer).
 Every bad row is one CalibError naming the file, the line and the field.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,9 @@ class OutsideGenerations:
     samples: Generations | None
     has_token_stats: bool  # every answer has token log-probs
     has_token_ids: bool  # every token is a real token id (decode_fn of a configured model can read them)
+    similarity: np.ndarray | None = None  # [N, K+1, K+1] over [greedy, sample 1..K], when every row gives one
+    equivalent: np.ndarray | None = None  # [N, K+1, K+1] bool
+    p_true: np.ndarray | None = None  # [N] P(True) of the greedy answer, when every row gives one
 
     @property
     def num_samples(self) -> int:
@@ -79,7 +86,8 @@ def _top_dict(where: str, field: str, value: Any) -> dict[str, float]:
         value = {str(t["token"]): t["logprob"] for t in value}
     if not isinstance(value, dict):
         raise _fail(where, field, "must map tokens to log-probs")
-    return {str(k): _number(where, f"{field}[{k!r}]", v) for k, v in value.items()}
+    top = {str(k): _number(where, f"{field}[{k!r}]", v) for k, v in value.items()}
+    return dict(sorted(top.items(), key=lambda kv: -kv[1]))  # most likely first, whatever order the file kept
 
 
 def _choice(where: str, field: str, value: Any) -> Answer:
@@ -185,15 +193,98 @@ def _example(where: str, record: dict, number: int, stem: str) -> Example:
     )
 
 
+def _parquet_records(file: Path) -> Iterator[tuple[str, dict]]:
+    """Rows of a Parquet file as the same records a JSONL line gives: nested columns (lists, structs, maps) become
+    lists and objects, and null fields are left out (as if absent)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(file)
+    except Exception as err:  # pyarrow raises several types for a file that is not Parquet
+        raise CalibError(f"{file}: not a readable Parquet file ({err}); see docs/generations.md") from None
+    for number, row in enumerate(table.to_pylist(maps_as_pydicts="strict"), start=1):
+        yield f"{file} row {number}", _drop_nulls(row)
+
+
+def _drop_nulls(value: Any) -> Any:
+    """Null object fields removed at every depth: Parquet gives every row of a struct column all the fields any row
+    has (e.g. the union of the tokens of `top_logprobs` objects), the missing ones as null."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def _matrix(where: str, field: str, value: Any, m: int, kind: type) -> np.ndarray:
+    """An [m, m] matrix of numbers (kind float) or booleans (kind bool) given as a list of rows."""
+    if (
+        not isinstance(value, list)
+        or len(value) != m
+        or not all(isinstance(r, list) and len(r) == m for r in value)
+    ):
+        raise _fail(where, field, f"must be a {m} x {m} list of rows over [greedy, sample 1..{m - 1}]")
+    if kind is bool:
+        if not all(isinstance(x, bool) for r in value for x in r):
+            raise _fail(where, field, "must hold true/false values")
+        return np.asarray(value, dtype=bool)
+    out = np.asarray(
+        [[_number(where, f"{field}[{i}][{j}]", x) for j, x in enumerate(r)] for i, r in enumerate(value)]
+    )
+    if not (np.all((out >= 0) & (out <= 1)) and np.allclose(np.diag(out), 1)):
+        raise _fail(where, field, "must hold similarities in [0, 1] with a diagonal of 1")
+    return out
+
+
+def _precomputed(
+    where: str, record: dict, m: int
+) -> tuple[np.ndarray | None, np.ndarray | None, float | None]:
+    """(similarity, equivalent, p_true) of one row; each None when the row does not give it."""
+    sim = _matrix(where, "similarity", record["similarity"], m, float) if "similarity" in record else None
+    eq = None
+    if "equivalent" in record:
+        if sim is None:
+            raise _fail(where, "equivalent", "needs `similarity` beside it")
+        eq = _matrix(where, "equivalent", record["equivalent"], m, bool)
+        if not (np.array_equal(eq, eq.T) and np.diag(eq).all()):
+            raise _fail(where, "equivalent", "must be symmetric with a diagonal of true")
+    elif sim is not None:
+        eq = (sim >= EQUIVALENT_AT) & (sim.T >= EQUIVALENT_AT)
+    p_true = None
+    if "p_true" in record:
+        p_true = _number(where, "p_true", record["p_true"])
+        if not 0.0 <= p_true <= 1.0:
+            raise _fail(where, "p_true", f"holds {p_true}, not a probability in [0, 1]")
+    return sim, eq, p_true
+
+
+EQUIVALENT_AT = (
+    0.5  # without `equivalent`, two answers are equivalent when their similarity is >= this both ways
+)
+
+
+def _all_or_none(file: Path, field: str, values: list) -> list | None:
+    given = [v is not None for v in values]
+    if any(given) and not all(given):
+        first = given.index(False) if given[0] else given.index(True)
+        raise CalibError(
+            f"{file}: field {field!r} is given for some questions but not for question {first + 1}; give it for "
+            "every question or for none (see docs/generations.md)"
+        )
+    return values if all(given) else None
+
+
 def read_generations_file(path: str | Path) -> OutsideGenerations:
-    """Questions, greedy answers and samples from a generations JSONL file (docs/generations.md)."""
+    """Questions, greedy answers and samples from a generations JSONL or Parquet file (docs/generations.md)."""
     file = Path(path)
     if not file.is_file():
         raise CalibError(
-            f"generations file {str(file)!r} not found; set generations.path to an existing .jsonl"
+            f"generations file {str(file)!r} not found; set generations.path to an existing .jsonl or .parquet"
         )
-    examples, prompts, greedy, samples, seen = [], [], [], [], {}
-    for where, record in _records(file, "jsonl"):
+    parquet = file.suffix.lower() in (".parquet", ".pq")
+    records = _parquet_records(file) if parquet else _records(file, "jsonl")
+    examples, prompts, greedy, samples, seen, extra = [], [], [], [], {}, []
+    for where, record in records:
         ex = _example(where, record, len(examples), file.stem)
         if ex.id in seen:
             raise _fail(where, "id", f"repeats {ex.id!r} (first at {seen[ex.id]}); ids must be unique")
@@ -220,15 +311,30 @@ def read_generations_file(path: str | Path) -> OutsideGenerations:
         prompts.append(prompt)
         greedy.append(g)
         samples.append(s)
+        extra.append(_precomputed(where, record, 1 + len(s)))
     if not examples:
         raise CalibError(f"{file}: no questions in the generations file")
+    similarity = _all_or_none(file, "similarity", [e[0] for e in extra])
+    if similarity is not None and not samples[0]:
+        raise CalibError(
+            f"{file}: field 'similarity' needs samples; give K >= 2 samples per question or drop it"
+        )
+    p_true = _all_or_none(file, "p_true", [e[2] for e in extra])
     every = [a for row in (*greedy, *samples) for a in row]
     stats = all(a.logprobs is not None for a in every)
     ids = stats and all(a.ids is not None for a in every)
     vocab: dict[str, int] = {}  # token strings -> made-up ids when the file gives none
     build = lambda rows: _generations(prompts, rows, stats, ids, vocab)  # noqa: E731
     return OutsideGenerations(
-        file, examples, build(greedy), build(samples) if samples[0] else None, stats, ids
+        file,
+        examples,
+        build(greedy),
+        build(samples) if samples[0] else None,
+        stats,
+        ids,
+        similarity=None if similarity is None else np.stack(similarity),
+        equivalent=None if similarity is None else np.stack([e[1] for e in extra]),
+        p_true=None if p_true is None else np.asarray(p_true, dtype=np.float64),
     )
 
 
@@ -331,6 +437,8 @@ def needs_for(outside: OutsideGenerations, has_model: bool) -> frozenset:
         has_token_stats=outside.has_token_stats,
         has_hidden=False,
     )
+    if outside.p_true is not None:
+        needs |= {Need.P_TRUE}
     return needs if outside.has_token_ids else needs - {Need.DECODE}
 
 
@@ -347,7 +455,20 @@ def fit_bundle(lm: Any, outside: OutsideGenerations | None, *args: Any, **kwargs
     bundle = stages.make_bundle(lm, *args, **kwargs)
     if outside is not None and not outside.has_token_ids:
         bundle.decode_fn = None
+    if outside is not None:
+        fill_precomputed(bundle, outside)
     return bundle
+
+
+def fill_precomputed(bundle: Any, outside: OutsideGenerations) -> None:
+    """The file's similarity matrices and P(True) values stand in for the backend's and the model's."""
+    from calib.semantic.base import Comparison
+
+    if outside.similarity is not None:
+        comparisons = [Comparison(s, e) for s, e in zip(outside.similarity, outside.equivalent)]
+        bundle.fill_shared_statistics(comparisons=comparisons)
+    if outside.p_true is not None:
+        bundle.given_p_true = outside.p_true
 
 
 def run_generations(
