@@ -73,6 +73,10 @@ def _attention_fn(prompts, token_ids, suffix):
 
 @pytest.fixture(scope="module")
 def bundle() -> Bundle:
+    return _bundle()
+
+
+def _bundle() -> Bundle:
     lp = [np.asarray(x) for x in DATA["greedy_log_probs"]]
     tokens = DATA["greedy_tokens"]
     greedy = generations_from(
@@ -85,7 +89,7 @@ def bundle() -> Bundle:
     # LM-Polygraph keeps each sample's log-likelihood Σ_t ℓ_t; spread it evenly over the sample's tokens
     sample_tokens = DATA["sample_tokens"]
     samples = generations_from(
-        [[f"s{k}" for k in range(len(row))] for row in sample_tokens],
+        DATA["sample_texts"],
         logprobs=[
             [[s / len(t)] * len(t) for s, t in zip(sums, row)]
             for sums, row in zip(DATA["sample_log_probs"], sample_tokens)
@@ -125,6 +129,21 @@ CASES = [
     ("rauq", "RAUQ", lambda r: r + 1),  # LM-Polygraph reports 1 − mean log c
     ("attention_score", "AttentionScore", lambda r: -r),
     ("csl", "CSL", lambda r: -r),
+    ("label_prob", "LabelProb", lambda r: 1 - r),
+    ("num_semantic_sets", "NumSemSets", lambda r: r),
+    (
+        "semantic_entropy_discrete",
+        "SemanticEntropy",
+        lambda r: r,
+    ),  # its class_probability_estimation="frequency"
+    ("luq", "LUQ", lambda r: r),
+    (
+        "kle",
+        "KernelLanguageEntropy",
+        lambda r: r / np.log(len(DATA["sample_texts"][0])),
+    ),  # it divides by log K
+    ("lexical_similarity", "LexicalSimilarity_rougeL", lambda r: -r),
+    ("lexical_similarity_rouge1", "LexicalSimilarity_rouge1", lambda r: -r),
 ]
 
 
@@ -132,3 +151,10 @@ CASES = [
 def test_agrees_with_lm_polygraph_on_its_inputs(bundle, name, lmpg, to_lmpg):
     raw = get_estimator(name)(bundle).raw
     np.testing.assert_allclose(to_lmpg(raw), LMPG[lmpg], rtol=0, atol=1e-6)
+
+
+def test_bleu_differs_only_by_lm_polygraphs_weights_of_033():
+    """LM-Polygraph weighs 1-3-grams 0.33 each when the shorter text has 3 words, calib 1/3: BLEU^0.99 vs BLEU."""
+    raw = get_estimator("lexical_similarity_bleu")(bundle_for_bleu := _bundle()).raw
+    assert bundle_for_bleu.num_samples == len(DATA["sample_texts"][0])
+    np.testing.assert_allclose(-raw, LMPG["LexicalSimilarity_BLEU"], rtol=0, atol=5e-3)
