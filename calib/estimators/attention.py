@@ -125,6 +125,7 @@ class RAUQ:
 
     name = "rauq"
     needs = frozenset({Need.GREEDY_TOKENS, Need.ATTENTION})
+    computed_by = staticmethod(attention_statistics)  # named so the artifact key follows the pass's code
 
     def __init__(self, alpha: float = 0.2):
         self.alpha = alpha
@@ -149,6 +150,7 @@ class AttentionScore:
 
     name = "attention_score"
     needs = frozenset({Need.GREEDY_TOKENS, Need.ATTENTION})
+    computed_by = staticmethod(attention_statistics)
 
     def __init__(self, layer: int | None = None):
         self.layer = layer
@@ -210,6 +212,7 @@ class CSL:
 
     name = "csl"
     needs = frozenset({Need.GREEDY_TOKENS, Need.QUESTIONS, Need.ATTENTION})
+    computed_by = staticmethod(attention_statistics)
 
     def __call__(self, bundle: Bundle) -> EstimatorResult:
         prompts = [bundle.wrap_prompt(CSL_PROMPT.format(q=q)) for q in bundle.questions]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from calib.decode.sampling import DISTRIBUTION_COLUMNS
+from calib.decode.score import score_distribution
 from calib.estimators.base import EstimatorResult, Need
 from calib.estimators.bundle import Bundle
 from calib.estimators.registry import register_estimator
@@ -61,6 +62,9 @@ def boosted_probability(stats: list[np.ndarray]) -> np.ndarray:
 class _DistributionEstimator:
     name = ""
     needs = frozenset({Need.GREEDY_TOKENS, Need.DISTRIBUTION})
+    # what computes the per-token statistics the bundle hands over: named here so an estimate's artifact key
+    # (calib.fingerprint follows names) changes when that code does
+    computed_by = staticmethod(score_distribution)
 
 
 @register_estimator
