@@ -88,9 +88,13 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def _fits(spec: tuple, shape: tuple, mesh: Mesh) -> PartitionSpec:
-    """Drop a split from any axis it does not divide evenly (that axis is then replicated)."""
+    """Drop a split over a mesh axis of size 1 (a no-op) or one that does not divide the array axis evenly (that
+    axis is then replicated)."""
     return PartitionSpec(
-        *(a if a is None or size % mesh.shape[a] == 0 else None for a, size in zip(spec, shape))
+        *(
+            a if a is not None and mesh.shape[a] > 1 and size % mesh.shape[a] == 0 else None
+            for a, size in zip(spec, shape)
+        )
     )
 
 

@@ -39,7 +39,8 @@ def _cache_specs(lm) -> list:
 
     sess = DecodeSession(lm, [lm.encode(p) for p in PROMPTS[:4]], 2, [True, False], room=8)
     leaves = [x for x in jax.tree.leaves(sess.state) if x.ndim == 4]
-    return [[str(a) for a in x.sharding.spec] + ["None"] * (4 - len(x.sharding.spec)) for x in leaves]
+    specs = [tuple(getattr(x.sharding, "spec", ())) for x in leaves]
+    return [[str(a) for a in spec] + ["None"] * (4 - len(spec)) for spec in specs]
 
 
 def _flops(compiled) -> float:
@@ -92,6 +93,9 @@ def run_one(shape: tuple[int, int]) -> dict:
     _, stats = score_mod.score_with_stats(lm, prompts, [c or "x" for c in conts])
     ids = np.array([lm.encode(p)[:3] for p in PROMPTS[:3]])
     logits = lm.logits(ids)
+    full = lm.encode(PROMPTS[2])
+    tf_logits = lm.logits(np.array([full]))[0]
+    tf_score = score_mod.score(lm, [full[:3]], [full[3:]])[0]
     rev = revise(lm, PROMPTS[:4], num_samples=2, passes=1, max_new_tokens=6, stop=(), seed=2)
     return {
         "devices": int(mesh.devices.size),
@@ -103,6 +107,9 @@ def run_one(shape: tuple[int, int]) -> dict:
         "revise_tokens": [[[t.tolist() for t in row] for row in p.token_ids] for p in rev.passes],
         "revise_logprobs": [[[t.tolist() for t in row] for row in p.token_logprobs] for p in rev.passes],
         "specs": _specs(lm),
+        "tf_ids": full,
+        "tf_logits": tf_logits.tolist(),
+        "tf_score": tf_score.tolist(),
         "cache_specs": _cache_specs(lm),
         "prefill_flops": _prefill_flops(lm, mesh),
         "score_flops": _score_flops(lm, mesh, 0),
