@@ -79,7 +79,7 @@ def test_two_processes_write_the_one_process_results(tmp_path):
     assert shards == ["000000-000004", "000004-000008"]
     a = pd.read_parquet(tmp_path / "run-one" / "results.parquet")
     b = pd.read_parquet(tmp_path / "run-p0" / "results.parquet")
-    assert list(a.columns) == list(b.columns) and len(a) == len(b) == 8
+    assert list(a.columns) == list(b.columns) and len(a) == len(b) == 8 * 4  # questions x estimators
     for col in a.columns:
         if pd.api.types.is_numeric_dtype(a[col]):
             np.testing.assert_allclose(b[col].to_numpy(float), a[col].to_numpy(float), atol=1e-6, err_msg=col)
