@@ -17,7 +17,7 @@ from calib.decode import session
 from calib.decode.planning import bucket, bucket_length, cache_length
 from calib.decode.stops import eos_token_mask, stop_token_mask, truncate_at_stop
 from calib.decode.types import SAMPLE_FIELDS, Generations
-from calib.devices import batch_sharded
+from calib.devices import data_size, put_rows
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
 
@@ -89,10 +89,11 @@ class DecodeSession:
             raise CalibError(f"{len(prompt_indices)} prompt indices for {self.num_prompts} prompts")
         padding = range(max(prompt_indices) + 1, max(prompt_indices) + 1 + batch - self.num_prompts)
         keys = session.row_keys(seed, jnp.asarray([*prompt_indices, *padding]), rows_per_prompt)
-        self.n_dev = lm.mesh.devices.size if lm.mesh is not None else 1
-        self._sharding = batch_sharded(lm.mesh) if self.n_dev > 1 else None
+        self.n_dev = data_size(lm.mesh)  # batch sizes are multiples of the "data" axis
+        self.mesh = lm.mesh if lm.mesh is not None and lm.mesh.devices.size > 1 else None
         graphdef, params = lm.graphdef_and_state
-        self.state = session.empty_state(cfg, self.rows, self.cache_len, lm.dtype, keys)
+        # rows on "data", cache kv-heads on "model" from the start: each device prefills only its prompts
+        self.state = put_rows(session.empty_state(cfg, self.rows, self.cache_len, lm.dtype, keys), self.mesh)
         lengths = np.ones(batch, np.int32)
         lengths[: self.num_prompts] = [len(p) for p in prompt_ids]
         for slots in prefill_groups(lengths, self.n_dev):
@@ -104,17 +105,16 @@ class DecodeSession:
                 graphdef,
                 params,
                 self.state,
-                jnp.asarray(ids),
-                jnp.asarray(lengths[slots]),
+                *self._put((ids, lengths[slots])),
                 jnp.asarray(slots, jnp.int32),
                 repeats=rows_per_prompt,
+                mesh=self.mesh,
             )
-        if self._sharding is not None:
-            self.state = jax.device_put(self.state, jax.tree.map(lambda _: self._sharding, self.state))
         self.positions = np.repeat(lengths, rows_per_prompt)
 
     def _put(self, x):
-        return jax.device_put(x, self._sharding) if self._sharding is not None else x
+        """Host arrays -> device arrays split by rows over "data" (plain device arrays on one device)."""
+        return put_rows(jax.tree.map(jnp.asarray, x), self.mesh)
 
     def decode(self, sampling: Sampling) -> session.Record:
         """Sample up to max_new_tokens per row; returns the raw device record (see `to_generations`).
@@ -183,6 +183,7 @@ class DecodeSession:
             *masks,
             spec=spec,
             resume=resume,
+            mesh=self.mesh,
         )
         record = jax.tree.map(np.array, jax.device_get(record))
         end = int(end)
@@ -232,9 +233,7 @@ class DecodeSession:
             self.history[r].extend(x)
             self.pending[r] = None
         graphdef, params = self.lm.graphdef_and_state
-        self.state = session.append(
-            graphdef, params, self.state, *self._put((jnp.asarray(ids), jnp.asarray(lengths)))
-        )
+        self.state = session.append(graphdef, params, self.state, *self._put((ids, lengths)), mesh=self.mesh)
         self.positions = self.positions + lengths
 
     def to_generations(

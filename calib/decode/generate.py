@@ -12,6 +12,7 @@ import numpy as np
 from calib.decode.continuation import DecodeSession, Sampling, collect
 from calib.decode.planning import cache_length, prompts_per_batch
 from calib.decode.types import Generations
+from calib.devices import data_size
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
 from calib.progress import progress_bar
@@ -83,7 +84,7 @@ def generate(
     k = 1 if greedy else num_samples
     rows_per_prompt = k + (1 if include_greedy and not greedy else 0)
     greedy_rows = ([True] if rows_per_prompt > k else []) + [greedy] * k
-    n_dev = lm.mesh.devices.size if lm.mesh is not None else 1
+    n_dev = data_size(lm.mesh)  # rows per batch: a multiple of the "data" axis
     per_batch = prompts_per_batch(
         lm.config,
         len(prompts),

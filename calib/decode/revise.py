@@ -25,7 +25,7 @@ from calib.decode.continuation import DecodeSession, Sampling, collect
 from calib.decode.generate import _validate, encode_prompts
 from calib.decode.planning import bucket, cache_length, prompts_per_batch
 from calib.decode.types import SAMPLE_FIELDS, Generations
-from calib.devices import batch_sharded
+from calib.devices import data_size, put_rows
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
 from calib.progress import progress_bar
@@ -210,16 +210,13 @@ def keep_prompts(session: DecodeSession, keep: Sequence[int]) -> None:
     """Shrink a session to some of its prompts, keeping their caches, keys and positions (gathered rows); the
     kept count is padded to a power of two with copies of the last prompt so compiled shapes repeat."""
     rpp = session.rows_per_prompt
-    n_dev = session.lm.mesh.devices.size if session.lm.mesh is not None else 1
+    n_dev = data_size(session.lm.mesh)
     size = max(bucket(len(keep), 1), n_dev)
     size += (-size) % n_dev
     padded = list(keep) + [keep[-1]] * (size - len(keep))
     rows = np.array([p * rpp + s for p in padded for s in range(rpp)])
     index = jnp.asarray(rows)
-    session.state = jax.tree.map(lambda x: x[index], session.state)
-    if n_dev > 1:
-        sharding = batch_sharded(session.lm.mesh)
-        session.state = jax.device_put(session.state, jax.tree.map(lambda _: sharding, session.state))
+    session.state = put_rows(jax.tree.map(lambda x: x[index], session.state), session.mesh)
     session.history = [list(session.history[r]) for r in rows]
     session.pending = [session.pending[r] for r in rows]
     session.greedy = session.greedy[rows]
@@ -292,7 +289,7 @@ def revise(
     encoded = encode_prompts(lm, prompts, room)
     rpp = 1 + num_samples
     greedy_rows = [True] + [False] * num_samples
-    n_dev = lm.mesh.devices.size if lm.mesh is not None else 1
+    n_dev = data_size(lm.mesh)
     per_batch = prompts_per_batch(
         lm.config,
         len(prompts),

@@ -17,6 +17,7 @@ from flax import nnx
 
 from calib.decode.planning import bucket, bucket_length
 from calib.decode.sampling import distribution_statistics
+from calib.devices import constrain, constrain_state, data_size, put_rows
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
 from calib.models.transformer import init_cache
@@ -61,7 +62,7 @@ def _bin_sums(values: jax.Array, bins: jax.Array, n_bins: int) -> jax.Array:
     return jnp.zeros((n_bins,), jnp.float32).at[bins.reshape(-1)].add(values.reshape(-1).astype(jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "n_bins", "repeats", "distribution"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "n_bins", "repeats", "distribution", "mesh"))
 def _score_batch(
     graphdef,
     params,
@@ -75,13 +76,15 @@ def _score_batch(
     repeats: int,
     n_bins: int,
     distribution: tuple[tuple[str, float], ...] | None = None,
+    mesh=None,
 ):
     """Log-prob of each continuation token [B * repeats, C] and Full-ECE sums over them.
 
     Three levels of sharing, each encoded once: a token prefix common to every prompt of the call [1, S] (the chat
     template and instructions of P(True) prompts; its first `prefix_len` tokens are real), each prompt's own rest
     [B, P], and its `repeats` continuations (P(True) scores " (A)" and " (B)" after the same prompt) reading the
-    cache of both. Only continuation positions go through the LM head, one row's [C, V] at a time.
+    cache of both. Only continuation positions go through the LM head, one row's [C, V] at a time. With a `mesh`,
+    rows are split over "data" (the shared prefix, one row, is encoded on every device) and so are the outputs.
     """
     model = nnx.merge(graphdef, params)
     b, p = prompt_ids.shape
@@ -90,22 +93,26 @@ def _score_batch(
     if shared:
         _, cache = model.hidden(prefix_ids, jnp.arange(shared)[None, :], cache)
         cache = jax.tree.map(lambda x: jnp.repeat(x, b, axis=0), cache)
+    cache = constrain_state(cache, mesh)
     h, cache = model.hidden(prompt_ids, prefix_len + jnp.broadcast_to(jnp.arange(p), (b, p)), cache)
+    h, cache = constrain(h, mesh, "data"), constrain_state(cache, mesh)
     rep = lambda x: jnp.repeat(x, repeats, axis=0)  # noqa: E731
     last = rep(h[jnp.arange(b), prompt_lengths - 1])  # [R, D]: predicts each continuation's first token
     positions = rep(prefix_len + prompt_lengths)[:, None] + jnp.arange(c)[None, :]
     h_cont, _ = model.hidden(cont_ids, positions, jax.tree.map(rep, cache))
-    predicting = jnp.concatenate([last[:, None], h_cont[:, :-1]], axis=1)  # [R, C, D]
+    predicting = constrain(
+        jnp.concatenate([last[:, None], h_cont[:, :-1]], axis=1), mesh, "data"
+    )  # [R, C, D]
 
     if n_bins == 0:  # one LM-head matmul for every row: the head's weights are read once, not once per row
         logits = model.project(predicting)  # [R, C, V]
         target = jnp.take_along_axis(logits, cont_ids[..., None], axis=-1)[..., 0]
         target_lp = target - jax.nn.logsumexp(logits, axis=-1)
+        target_lp = constrain(jnp.where(mask, target_lp, 0.0), mesh, "data")
         if distribution is not None:  # [R, C, 5] whole-distribution scalars per token (sampling.py)
-            return jnp.where(mask, target_lp, 0.0), distribution_statistics(
-                logits, cont_ids, **dict(distribution)
-            )
-        return jnp.where(mask, target_lp, 0.0), jnp.zeros((6, 1))
+            stats = distribution_statistics(logits, cont_ids, **dict(distribution))
+            return target_lp, constrain(stats, mesh, "data")
+        return target_lp, jnp.zeros((6, 1))
 
     def row(args):
         h, tgt, m = args
@@ -130,8 +137,13 @@ def _score_batch(
         )
         return target_lp, sums
 
-    target_lp, sums = jax.lax.map(row, (predicting, cont_ids, mask))
-    return jnp.where(mask, target_lp, 0.0), sums.sum(0)
+    # one row per device at a time: rows [R] -> [R / d, d] with d = the "data" size, mapped over the first axis, so
+    # the loop runs over each device's own rows instead of over the split axis (which would gather every row)
+    d = data_size(mesh)
+    split = lambda x: jnp.swapaxes(constrain(x.reshape(d, -1, *x.shape[1:]), mesh, "data"), 0, 1)  # noqa: E731
+    target_lp, sums = jax.lax.map(jax.vmap(row), (split(predicting), split(cont_ids), split(mask)))
+    target_lp = constrain(jnp.swapaxes(target_lp, 0, 1).reshape(mask.shape), mesh, "data")
+    return jnp.where(mask, target_lp, 0.0), sums.sum((0, 1))
 
 
 def _shared_prefix(pairs: list[tuple[list[int], list[int]]]) -> int:
@@ -208,6 +220,9 @@ def score_with_stats(
     prefix_ids = np.full((1, bucket_length(n_shared) if n_shared else 0), lm.config.pad_id, np.int32)
     prefix_ids[0, :n_shared] = pairs[0][0][:n_shared]
     batch_size = min(batch_size, bucket(len(groups), 1))  # a small call pads to a small batch
+    d = data_size(lm.mesh)
+    batch_size += -batch_size % d  # rows split evenly over the "data" axis
+    mesh = lm.mesh if lm.mesh is not None and lm.mesh.devices.size > 1 else None
     for start in range(0, len(groups), batch_size):
         batch = [(p_ids[n_shared:], members) for p_ids, members in groups[start : start + batch_size]]
         repeats = bucket(max(len(members) for _, members in batch), minimum=1)
@@ -231,13 +246,11 @@ def score_with_stats(
             params,
             jnp.asarray(prefix_ids),
             jnp.int32(n_shared),
-            jnp.asarray(prompt_ids),
-            jnp.asarray(prompt_lengths),
-            jnp.asarray(cont_ids),
-            jnp.asarray(mask),
+            *put_rows(tuple(map(jnp.asarray, (prompt_ids, prompt_lengths, cont_ids, mask))), mesh),
             repeats=repeats,
             n_bins=n_bins,
             distribution=options,
+            mesh=mesh,
         )
         lp = np.asarray(lp)
         if options is not None:

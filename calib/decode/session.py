@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from calib.decode.sampling import choose_tokens, token_statistics
+from calib.devices import constrain, constrain_state
 from calib.models.layers import KVCache
 from calib.models.transformer import init_cache
 
@@ -82,7 +83,7 @@ def empty_state(cfg, rows: int, cache_len: int, dtype, keys: jax.Array) -> Decod
     )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "repeats"), donate_argnames=("state",))
+@functools.partial(jax.jit, static_argnames=("graphdef", "repeats", "mesh"), donate_argnames=("state",))
 def prefill_into(
     graphdef,
     params,
@@ -92,17 +93,20 @@ def prefill_into(
     slots: jax.Array,
     *,
     repeats: int,
+    mesh=None,
 ) -> DecodeState:
     """Encode right-padded prompts [b, P] and write them into the rows of prompt slots [b] (each `repeats` rows).
 
     Prompts of similar length are encoded together, each group padded only to its own length bucket: one batch of
-    200 verbalized-confidence prompts (30 to 83 tokens) no longer pads every prompt to 96.
+    200 verbalized-confidence prompts (30 to 83 tokens) no longer pads every prompt to 96. With a `mesh` the
+    prompts are split over "data" (each device encodes its share) and the state keeps its layout.
     """
     model = nnx.merge(graphdef, params)
     b, p = ids.shape
     h, cache = model.hidden(
         ids, jnp.broadcast_to(jnp.arange(p), (b, p)), init_cache(model.cfg, b, p, state.hidden.dtype)
     )
+    h, cache = constrain(h, mesh, "data"), constrain_state(cache, mesh)
     last = h[jnp.arange(b), lengths - 1]
     rows = (slots[:, None] * repeats + jnp.arange(repeats)[None, :]).reshape(-1)
     rep = lambda x: jnp.repeat(x, repeats, axis=0)  # noqa: E731
@@ -110,17 +114,20 @@ def prefill_into(
         (keys.at[rows, :, :p].set(rep(k)), values.at[rows, :, :p].set(rep(v)))
         for (keys, values), (k, v) in zip(state.cache, cache)
     ]
-    return DecodeState(
+    new = DecodeState(
         cache=written,
         positions=state.positions.at[rows].set(rep(lengths.astype(jnp.int32))),
         logits=state.logits.at[rows].set(rep(model.project(last))),
         hidden=state.hidden.at[rows].set(rep(last)),
         keys=state.keys,
     )
+    return constrain_state(new, mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("state",))
-def append(graphdef, params, state: DecodeState, ids: jax.Array, lengths: jax.Array) -> DecodeState:
+@functools.partial(jax.jit, static_argnames=("graphdef", "mesh"), donate_argnames=("state",))
+def append(
+    graphdef, params, state: DecodeState, ids: jax.Array, lengths: jax.Array, *, mesh=None
+) -> DecodeState:
     """Feed right-padded tokens [R, L] (row r uses its first lengths[r]) after each row's current position."""
     model = nnx.merge(graphdef, params)
     r, length = ids.shape
@@ -128,16 +135,19 @@ def append(graphdef, params, state: DecodeState, ids: jax.Array, lengths: jax.Ar
     h, cache = model.hidden(ids, positions, state.cache)
     last = h[jnp.arange(r), jnp.maximum(lengths - 1, 0)]
     fed = lengths > 0
-    return DecodeState(
+    new = DecodeState(
         cache=cache,
         positions=state.positions + lengths.astype(jnp.int32),
         logits=jnp.where(fed[:, None], model.project(last), state.logits),
         hidden=jnp.where(fed[:, None], last, state.hidden),
         keys=state.keys,
     )
+    return constrain_state(new, mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "spec", "resume"), donate_argnames=("state",))
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "spec", "resume", "mesh"), donate_argnames=("state",)
+)
 def decode(
     graphdef,
     params,
@@ -156,6 +166,7 @@ def decode(
     *,
     spec: SamplingSpec,
     resume: bool = False,
+    mesh=None,
 ) -> tuple[DecodeState, Record, jax.Array, jax.Array]:
     """Sample steps start, start + 1, ... < spec.max_new_tokens in one lax.while_loop.
 
@@ -205,9 +216,9 @@ def decode(
 
     def body(carry):
         t, state, record, tokens, done = carry
-        state = forward(state, tokens, done)
+        state = constrain_state(forward(state, tokens, done), mesh)
         record, tokens, done = sample(t, state, record, done)
-        return t + 1, state, record, tokens, done
+        return t + 1, state, constrain_state(record, mesh), tokens, done
 
     def cond(carry):
         t, _, _, _, done = carry
@@ -230,8 +241,9 @@ def decode(
     if not resume:
         record, tokens, done = sample(start, state, record, done)
         t = start + 1
+    record = constrain_state(record, mesh)
     end, state, record, tokens, _ = jax.lax.while_loop(cond, body, (t, state, record, tokens, done))
-    return state, record, end, tokens
+    return constrain_state(state, mesh), constrain_state(record, mesh), end, tokens
 
 
 @jax.jit

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from calib.devices import constrain, data_size, put_rows
 from calib.errors import CalibError
 from calib.models.config import ModelConfig
 from calib.models.transformer import Transformer
@@ -82,7 +83,11 @@ class LanguageModel:
         if ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise CalibError(f"token ids must lie in [0, {self.config.vocab_size}) for {self.name}")
         graphdef, state = self.graphdef_and_state
-        return np.asarray(_forward(graphdef, state, jnp.asarray(ids, jnp.int32)))
+        mesh = self.mesh if self.mesh is not None and self.mesh.devices.size > 1 else None
+        n = ids.shape[0]
+        d = data_size(mesh)
+        padded = np.concatenate([ids, np.repeat(ids[-1:], -n % d, axis=0)])  # rows split evenly over "data"
+        return np.asarray(_forward(graphdef, state, put_rows(jnp.asarray(padded, jnp.int32), mesh), mesh))[:n]
 
     def format_prompt(self, user_text: str, system: str | None = None) -> str:
         """Wrap a question in the chat template (instruct models) or return it unchanged (base models)."""
@@ -94,6 +99,7 @@ class LanguageModel:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _forward(graphdef, state, ids: jax.Array) -> jax.Array:
-    return nnx.merge(graphdef, state)(ids)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _forward(graphdef, state, ids: jax.Array, mesh=None) -> jax.Array:
+    """Logits [B, T, V], rows split over "data" (each device runs its own rows)."""
+    return constrain(nnx.merge(graphdef, state)(ids), mesh, "data")

@@ -74,11 +74,12 @@ def build_model(
     tensors: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
     source: str,
     dtype=jnp.float32,
-    sharding: jax.sharding.Sharding | None = None,
+    sharding: jax.sharding.Sharding | Callable[[str, tuple], jax.sharding.Sharding] | None = None,
 ) -> Transformer:
     """Place checkpoint tensors into a fresh (abstract, never randomly initialised) Transformer. tensors: a dict or
     a stream of (name, array) pairs in any float dtype; each is cast to `dtype` on the host and copied to the device
-    before the next is read, so host memory holds one source tensor at a time beside the model."""
+    before the next is read, so host memory holds one source tensor at a time beside the model. sharding: one for
+    every tensor, or a function of (parameter path, shape) such as calib.devices.param_spec's rules."""
     model = Transformer(cfg, dtype=dtype, rngs=None)  # placeholders only: nothing is initialised or traced
     table = PARAM_TABLE[cfg.arch]
     host_dtype = np.dtype(jnp.dtype(dtype))  # bfloat16 is ml_dtypes.bfloat16, which numpy casts to and from
@@ -116,7 +117,8 @@ def build_model(
                 f"tensor {name} in {source} has values beyond float16's range (max |w| "
                 f"{float(np.abs(np.asarray(array, np.float32)).max()):.3g} > 65504); load it as bfloat16 or float32"
             )
-        var.set_value(jax.device_put(arr, sharding))  # one host -> device copy
+        placement = sharding(path, arr.shape) if callable(sharding) else sharding
+        var.set_value(jax.device_put(arr, placement))  # one host -> device copy
         del value, array, arr  # the host copies go before the next tensor is read
         filled.add(path)
     missing = [p for p, _ in _abstract_paths(model) if p not in filled]

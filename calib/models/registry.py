@@ -12,9 +12,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import NamedSharding
 
 from calib.cache import atomic_dir, cache_root, file_digest
-from calib.devices import data_mesh, replicated
+from calib.devices import data_mesh, param_shardings, param_spec
 from calib.errors import CalibError
 from calib.models.builtin import BUILTIN_GGUF
 from calib.models.config import ModelConfig, tiny_gemma3, tiny_llama
@@ -75,14 +76,19 @@ def load_model(
 def _tiny(spec: str, dtype, mesh, seed: int) -> LanguageModel:
     cfg = TINY[spec]()
     model = Transformer(cfg, dtype=dtype, rngs=nnx.Rngs(seed))
-    _place(model, mesh)
+    _place(model, mesh, cfg)
     digest = hashlib.sha256(f"{spec}|{seed}|{cfg}".encode()).hexdigest()
     return LanguageModel(spec, cfg, model, byte_tokenizer, digest, "chat", mesh=mesh)
 
 
-def _place(model: nnx.Module, mesh) -> None:
+def _place(model: nnx.Module, mesh, cfg: ModelConfig) -> None:
     state = nnx.state(model)
-    nnx.update(model, jax.device_put(state, replicated(mesh)))
+    nnx.update(model, jax.device_put(state, param_shardings(state, mesh, cfg)))
+
+
+def placement(mesh, cfg: ModelConfig):
+    """(parameter path, shape) -> its NamedSharding on `mesh` (calib.devices.PARAM_RULES), for build_model."""
+    return lambda path, shape: NamedSharding(mesh, param_spec(path, tuple(shape), mesh, cfg))
 
 
 def _prompt_style(folder: str) -> str:
@@ -113,7 +119,7 @@ def _from_hf(folder: str, dtype, mesh) -> LanguageModel:
     if not os.path.isdir(folder):
         raise CalibError(f"HF model folder not found: {folder}")
     cfg = hf_config(folder)
-    model = build_model(cfg, hf_tensors(folder), folder, dtype, replicated(mesh))
+    model = build_model(cfg, hf_tensors(folder), folder, dtype, placement(mesh, cfg))
     digest = hashlib.sha256(
         "|".join(file_digest(p) for p in sorted(Path(folder).glob("*.safetensors"))).encode()
     ).hexdigest()
@@ -145,7 +151,7 @@ def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:
                 f"the converted copy of {path} in {folder} is damaged ({type(err).__name__}: {err}); delete that "
                 "folder and calib converts the GGUF file again"
             ) from None
-        model = build_model(cfg, tensors, path, dtype, replicated(mesh))
+        model = build_model(cfg, tensors, path, dtype, placement(mesh, cfg))
     else:
         cfg, model = _convert_gguf(path, folder, dtype, mesh)
     tokenizer = functools.partial(load_tokenizer, str(folder))
@@ -170,7 +176,7 @@ def _convert_gguf(path: str, folder: Path, dtype, mesh) -> tuple[ModelConfig, Tr
     reader = open_gguf(path)
     cfg = gguf_config(reader, path)
     tensors = gguf_state_dict(reader, cfg, path)
-    model = build_model(cfg, tensors, path, dtype, replicated(mesh))
+    model = build_model(cfg, tensors, path, dtype, placement(mesh, cfg))
     tokenizer = load_tokenizer(os.path.dirname(path) or ".", gguf_file=os.path.basename(path))
     with atomic_dir(folder) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"))

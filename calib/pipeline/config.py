@@ -154,6 +154,25 @@ class StudyConfig:
 
 
 @dataclass
+class DevicesConfig:
+    """How this process's devices are used (calib.devices.make_mesh): rows split `data` ways, weights `model` ways."""
+
+    data: int | None = None  # null: every device that `model` leaves (the default: all devices on data)
+    model: int = 1  # tensor parallel: attention heads, MLP hidden and vocabulary split this many ways
+
+
+@dataclass
+class DistributedConfig:
+    """Several processes (hosts) on one run (calib.distributed; docs/architecture.md has the SLURM recipe)."""
+
+    enabled: bool = False  # call jax.distributed.initialize; each process generates and estimates its share
+    coordinator: str | None = None  # host:port of process 0; null: $CALIB_COORDINATOR, else SLURM's variables
+    num_processes: int | None = None  # null: $CALIB_NUM_PROCESSES (or SLURM)
+    process_id: int | None = None  # null: $CALIB_PROCESS_ID (or SLURM)
+    timeout_s: int = 3600  # how long a process waits at a barrier for the others
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -163,6 +182,8 @@ class RunConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     generations: GenerationsConfig = field(default_factory=GenerationsConfig)
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     artifacts_dir: str = "${oc.env:CALIB_ARTIFACTS_DIR,out/artifacts}"  # shared by every run
     progress: bool = True
 
@@ -302,6 +323,12 @@ def validate(cfg: RunConfig) -> None:
     _positive("task.n_shots", t.n_shots, minimum=0, optional=True)
     if t.template is not None:
         check_template(t.template)
+
+    _positive("devices.data", cfg.devices.data, optional=True)
+    _positive("devices.model", cfg.devices.model)
+    _positive("distributed.num_processes", cfg.distributed.num_processes, optional=True)
+    _positive("distributed.process_id", cfg.distributed.process_id, minimum=0, optional=True)
+    _positive("distributed.timeout_s", cfg.distributed.timeout_s)
 
     d = cfg.decoding
     _positive("decoding.num_samples", d.num_samples, minimum=0)

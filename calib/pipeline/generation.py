@@ -241,9 +241,12 @@ def run_generate(
     spec: DecodingSpec,
     shard_size: int,
     progress: bool = True,
+    process=None,
 ) -> tuple[list[Generations], dict]:
     """Passes 0..R of generations for every prompt (greedy answer first when K >= 1), from the store or by
-    generating the missing shards. Returns (passes, record) where record says what was reused and generated."""
+    generating the missing shards. Returns (passes, record) where record says what was reused and generated.
+    With several processes (calib.distributed.Process) each first generates its share of the shards and waits for
+    the others; then every shard is in the store."""
     folder = store.path(STAGE, key)
     cached = store.has(STAGE, key)
     plan = stored_plan(store, key) if cached else None  # readable without the prompts (load_run, tests)
@@ -251,6 +254,13 @@ def run_generate(
         cached, plan = False, shard_plan(len(prompts), shard_size)
     started = time.perf_counter()
     parts, generated = [], 0
+    if process is not None and process.count > 1 and not cached:
+        for start, stop in process.share(plan):
+            target = shard_folder(folder, start, stop)
+            if _load_stored_shard(store, target, f"{STAGE}/{key}/shards/{target.name}") is None:
+                _make_shard(lm, prompts, spec, start, stop, target)
+                generated += 1
+        process.barrier(f"generate/{key}")
     bar = progress_bar(
         plan, f"generate ({len(prompts)} questions)", enabled=progress and not cached, unit="shard"
     )
@@ -258,10 +268,7 @@ def run_generate(
         target = shard_folder(folder, start, stop)
         passes = _load_stored_shard(store, target, f"{STAGE}/{key}/shards/{target.name}")
         if passes is None:
-            passes, counts = generate_shard(lm, prompts[start:stop], spec, start)
-            with atomic_dir(target) as tmp:
-                save_shard(tmp, passes, counts)
-                publish(tmp)
+            passes = _make_shard(lm, prompts, spec, start, stop, target)
             generated += 1
         parts.append(passes)
     if cached and not generated:
@@ -285,6 +292,14 @@ def run_generate(
     if generated < len(plan):
         log.info("resumed generation: %d of %d shards were already on disk", len(plan) - generated, len(plan))
     return result, record
+
+
+def _make_shard(lm, prompts: Sequence[str], spec: DecodingSpec, start: int, stop: int, target: Path):
+    passes, counts = generate_shard(lm, prompts[start:stop], spec, start)
+    with atomic_dir(target) as tmp:
+        save_shard(tmp, passes, counts)
+        publish(tmp)
+    return passes
 
 
 def stored_plan(store: ArtifactStore, key: str) -> list[tuple[int, int]] | None:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from calib import distributed
+from calib.devices import make_mesh
 from calib.fingerprint import library_versions, stage_fingerprint
 from calib.pipeline import evaluate as evaluate_stage
 from calib.pipeline import generation, report, semantic_stage, stages
@@ -28,8 +30,8 @@ log = logging.getLogger("calib")
 @dataclass
 class RunResult:
     run_dir: Path
-    report: Path
-    metrics: pd.DataFrame
+    report: Path | None  # None on a distributed run's processes other than 0
+    metrics: pd.DataFrame | None
     manifest: dict
 
 
@@ -47,6 +49,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     started = time.perf_counter()
     run_dir = Path(run_dir)
     validate(cfg)
+    process = distributed.initialize(cfg.distributed)  # one process unless distributed.enabled
     stages.check_output_folders(cfg.artifacts_dir, run_dir)
     store = ArtifactStore(cfg.artifacts_dir)
     K = cfg.decoding.num_samples
@@ -74,7 +77,8 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     t = time.perf_counter()
     lm = None
     if cfg.model.name != outside_file.NO_MODEL:
-        lm = load_model(cfg.model.name, dtype=cfg.model.dtype, seed=cfg.model.seed)
+        mesh = make_mesh(cfg.devices.data, cfg.devices.model)  # this process's devices
+        lm = load_model(cfg.model.name, dtype=cfg.model.dtype, seed=cfg.model.seed, mesh=mesh)
         log.info("model %s loaded in %.1f s", lm.name, time.perf_counter() - t)
     style = stages.prompt_style(cfg.task, lm) if lm is not None else "completion"
     dtype = lm.dtype_name if lm is not None else cfg.model.dtype  # "auto" resolved by the loaded weights
@@ -92,7 +96,9 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
         encode_prompts(
             lm, prompts, (R + 1) * cfg.decoding.max_new_tokens
         )  # a prompt too long for the context fails now
-        gen_key, greedy, samples, revise_passes, code = _generate(cfg, store, lm, style, prompts, manifest)
+        gen_key, greedy, samples, revise_passes, code = _generate(
+            cfg, store, lm, style, prompts, manifest, process
+        )
     # grade
     t = time.perf_counter()
     grading = dict(cfg.task.grading)
@@ -120,26 +126,29 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     shared = semantic_stage.SharedStatistics.for_run(
         store, gen_key, task_hash, style, cfg.estimators, lm or outside_file.NoModel(), dtype
     )
+    bundle = lambda: shared.attach(  # noqa: E731
+        outside_file.fit_bundle(
+            lm,
+            outside,
+            greedy,
+            samples,
+            examples,
+            cfg.estimators,
+            style,
+            cfg.progress,
+            passes=revise_passes,
+            backend=backend,
+        )
+    )
+    if process.count > 1:  # each process estimates its share into the store; process 0 then reads them all
+        mine = {name: estimators[name] for name in process.share(sorted(estimators))}
+        stages.run_estimate(store, mine, keys, bundle, cfg.progress, after_each=shared.save)
+        process.barrier(f"estimate/{gen_key}")
+        if not process.is_main:
+            log.info("process %d of %d: its share is in the store", process.index, process.count)
+            return RunResult(run_dir, None, None, manifest)
     estimates, record = stages.run_estimate(
-        store,
-        estimators,
-        keys,
-        lambda: shared.attach(
-            outside_file.fit_bundle(
-                lm,
-                outside,
-                greedy,
-                samples,
-                examples,
-                cfg.estimators,
-                style,
-                cfg.progress,
-                passes=revise_passes,
-                backend=backend,
-            )
-        ),
-        cfg.progress,
-        after_each=shared.save,
+        store, estimators, keys, bundle, cfg.progress, after_each=shared.save
     )
     manifest["stages"]["semantic"] = shared.semantic_record()  # computed lazily inside the estimators
     manifest["stages"]["calls"] = shared.calls_record()
@@ -236,14 +245,22 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     return RunResult(run_dir, path, metrics, manifest)
 
 
-def _generate(cfg: RunConfig, store: ArtifactStore, lm, style: str, prompts: list[str], manifest: dict):
+def _generate(
+    cfg: RunConfig,
+    store: ArtifactStore,
+    lm,
+    style: str,
+    prompts: list[str],
+    manifest: dict,
+    process: distributed.Process,
+):
     """The generate stage: (key, greedy, samples, revise passes, code fingerprints), recorded in the manifest."""
     t = time.perf_counter()
     decoding = stages.decoding_inputs(cfg.decoding)
     gen_key, gen_inputs, spec = generation.generate_key(lm, lm.dtype_name, style, prompts, decoding)
     code = {"generate": generation.code_fingerprint()}
     passes, record = generation.run_generate(
-        store, gen_key, gen_inputs, lm, prompts, spec, cfg.decoding.shard_size, cfg.progress
+        store, gen_key, gen_inputs, lm, prompts, spec, cfg.decoding.shard_size, cfg.progress, process
     )
     greedy, samples, revise_passes = generation.split_passes(passes, cfg.decoding.num_samples)
     manifest["stages"]["generate"] = {
