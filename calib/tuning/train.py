@@ -15,6 +15,7 @@ atomically), and a restart continues from the last one with the same batches, so
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import resource
@@ -164,6 +165,14 @@ def make_step(optimizer, *, scale, start, choices, kl_weight):
     return jax.jit(step, static_argnums=(2,))
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_step(cfg: TrainConfig, start: int, choices: tuple[int, int]):
+    """One jitted step per configuration, so a resumed or repeated run in the same process compiles once."""
+    return make_step(
+        make_optimizer(cfg), scale=cfg.lora.scale, start=start, choices=choices, kl_weight=cfg.kl_weight
+    )
+
+
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(
         optax.clip_by_global_norm(1.0), optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -258,9 +267,7 @@ def train_lora(
         if loaded is not None:
             adapters, opt_state, first_step = loaded
             log.info("calibration tuning: resuming at step %d from %s", first_step, folder)
-    step_fn = make_step(
-        optimizer, scale=cfg.lora.scale, start=start, choices=choice_ids(lm), kl_weight=cfg.kl_weight
-    )
+    step_fn = _cached_step(cfg, start, choice_ids(lm))
     order = batch_order(len(examples), cfg)
     last = len(order) if max_steps is None else min(len(order), first_step + max_steps)
     history, started = [], time.perf_counter()
