@@ -5,6 +5,9 @@ Run: .venv/bin/python benchmarks/bench_tuning.py [--n 1000] [--steps 6] [--layer
 The rows are the first N tuning_train questions with their gold answer (label 1) or a wrong one (label 0): the
 cost of a step depends on token counts, not on which answer was graded. Steps after the first (compilation) are
 timed; each layer setting runs in turn in one process. Peak RSS is the process's VmHWM. Record `uptime` beside it.
+CPU seconds (all threads) per step measure the work itself: on a shared machine wall time is that work divided by
+the share of the cores the process gets, so `projected_minutes_2_idle_cores` = CPU time / 2 is the idle-machine
+bound (perfect use of both cores), and wall time under load is the measured one.
 """
 
 from __future__ import annotations
@@ -43,12 +46,15 @@ def main() -> None:
     for layers in args.layers:
         cfg = TrainConfig(lora=LoraConfig(layers=None if layers >= lm.config.num_layers else layers))
         train_lora(lm, rows, cfg, progress=False, max_steps=1)  # compile
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         train_lora(lm, rows, cfg, progress=False, max_steps=args.steps)
         per_step = (time.perf_counter() - start) / args.steps
+        cpu_per_step = (time.process_time() - cpu) / args.steps  # all threads: the work, whatever the sharing
         steps = -(-args.n // cfg.batch_size)
         out[f"layers={layers}"] = {
             "seconds_per_step": round(per_step, 2),
+            "cpu_seconds_per_step": round(cpu_per_step, 2),
+            "projected_minutes_2_idle_cores": round(cpu_per_step * steps / 2 / 60, 1),
             "projected_minutes": round(per_step * steps / 60, 1),
             "steps": steps,
         }

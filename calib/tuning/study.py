@@ -74,7 +74,9 @@ def tune_key(cfg: RunConfig, lm, keys: dict) -> str:
     from calib.fingerprint import stage_fingerprint
     from calib.pipeline.store import artifact_key
 
-    inputs = {**keys, "model_digest": lm.digest, "dtype": lm.dtype_name, "settings": _settings(cfg)}
+    # what is evaluated afterwards (eval_kind, eval_limit) does not change what is trained
+    settings = {k: v for k, v in _settings(cfg).items() if not k.startswith("eval_")}
+    inputs = {**keys, "model_digest": lm.digest, "dtype": lm.dtype_name, "settings": settings}
     return artifact_key(STAGE, stage_fingerprint(modules=["calib.tuning"]), inputs)
 
 
