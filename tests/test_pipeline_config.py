@@ -30,13 +30,18 @@ def test_default_is_the_main_job():
     assert cfg.estimators.names == [C.ALL] and cfg.estimators.semantic == "embedding"
     assert cfg.artifacts_dir.endswith("artifacts")
     C.validate(cfg)
-    # "all" with the default sampling run feeds every registered estimator except those that need revise passes;
-    # none needs an NLI model (the semantic ones use the offline embedding backend).
+    # "all" with the default sampling run feeds every registered estimator except those that need revise passes or
+    # a trained artifact (calib.tuning); none needs an NLI model (the semantic ones use the offline embedding backend).
     needs = available_needs(num_samples=10, has_model=True, has_hidden=True)
     chosen, skipped = resolve_estimators(cfg.estimators, needs)
     assert set(chosen) | set(skipped) == set(list_estimators())
     assert all(set(get_estimator(name).needs) <= needs for name in chosen)
-    assert all(why == "needs passes" for why in skipped.values())
+    assert all(why in ("needs passes", "needs trained") for why in skipped.values())
+    assert {n for n, why in skipped.items() if why == "needs trained"} == {
+        "calibration_tuned",
+        "probe",
+        "multi_hypothesis_tuned",
+    }
     expected = {"msp", "p_true", "verbalized", "semantic_entropy", "sar", "kle", "multi_hypothesis"}
     assert expected <= set(chosen)
 
@@ -134,7 +139,12 @@ def test_revise_passes_make_the_revision_estimators_available():
     assert cfg.decoding.revise_passes == 2
     needs = available_needs(num_samples=10, has_model=True, has_hidden=True, num_passes=3)
     chosen, skipped = resolve_estimators(cfg.estimators, needs)
-    assert skipped == {} and "revision_stability" in chosen
+    assert set(skipped) == {
+        "calibration_tuned",
+        "probe",
+        "multi_hypothesis_tuned",
+    }  # no trained artifact given
+    assert "revision_stability" in chosen
 
 
 def test_all_skips_what_the_run_cannot_feed_but_named_estimators_must_run():

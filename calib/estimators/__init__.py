@@ -54,3 +54,5 @@ __all__ = [
     "list_estimators",
     "register_estimator",
 ]
+
+from calib.tuning import estimators as _tuned  # noqa: F401  (calibration_tuned, probe: issue 22)

@@ -65,6 +65,11 @@ class Need(Enum):
     GENERATE = ("generate", "extra generation calls to the model", "load a model (generate_fn)")
     DECODE = ("decode", "the tokenizer's decode of token ids", "load a model (decode_fn)")
     PASSES = ("passes", "two or more revise passes", "set revise passes to 2 or more")
+    TRAINED = (
+        "trained",
+        "a trained probe or LoRA adapter (calib.tuning)",
+        "train one with `calib experiment=calibration_tuning` and pass its folder as the estimator's path",
+    )
 
     @property
     def label(self) -> str:

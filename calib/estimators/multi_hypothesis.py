@@ -14,6 +14,10 @@ answers France, Poland, Austria, ... (all right) looks unsure. Here the spread i
        cluster mass), invalid ones do. For a closed question answered consistently c ≈ P(True)(g); when the samples
        scatter over wrong answers c falls; when they scatter over valid answers c stays near P(True)(g).
 Both lie in [0, 1] because Σ_c m_c = 1 and v_c, P(True) ∈ [0, 1].
+
+The judge (step 2 and P(True)(g)) is the untuned model's P(True) by default; `judge="calibration_tuned"` or
+`judge="probe"` with `judge_path` (a calib.tuning artifact) takes it from a calibration-tuned adapter or a probe
+instead, and `multi_hypothesis_tuned` is (b) with such a judge, so both can run side by side.
 """
 
 from __future__ import annotations
@@ -54,13 +58,31 @@ def greedy_answer_confidence(
 
 
 class _MultiHypothesisBase:
-    def __init__(self, mass: str = "count", validity_threshold: float | None = None):
+    def __init__(
+        self,
+        mass: str = "count",
+        validity_threshold: float | None = None,
+        judge: str = "p_true",
+        judge_path: str | None = None,
+    ):
         if mass not in ("count", "likelihood"):
             raise CalibError(f"multi_hypothesis: mass {mass!r} is not 'count' or 'likelihood'")
         self.mass = mass
         self.validity_threshold = validity_threshold
         needs = {Need.GREEDY, Need.SAMPLES, Need.SEMANTIC, Need.QUESTIONS, Need.SCORE}
+        self.judge_name, self.trained = judge, None
+        if judge != "p_true":
+            from calib.tuning.estimators import JUDGES
+
+            if judge not in JUDGES:
+                raise CalibError(f"multi_hypothesis: judge {judge!r} is not p_true, {', '.join(JUDGES)}")
+            self.trained = JUDGES[judge](judge_path)
+            needs |= set(self.trained.needs)
         self.needs = frozenset(needs | {Need.SAMPLE_TOKENS} if mass == "likelihood" else needs)
+
+    def validity(self, bundle: Bundle, items: list[tuple[int, str]]) -> np.ndarray:
+        """P(valid) of each (question index, answer) from the judge: P(True), or the tuned adapter / probe."""
+        return p_true(bundle, items) if self.trained is None else self.trained.judge(bundle, items)
 
     def hypotheses(self, bundle: Bundle) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per question: cluster masses and validities (one batched P(True) call over all representatives)."""
@@ -74,7 +96,7 @@ class _MultiHypothesisBase:
             spans.append((len(items), len(reps)))
             items += [(i, rep) for rep in reps]
             masses.append(m)
-        p = p_true(bundle, items)
+        p = self.validity(bundle, items)
         if self.validity_threshold is not None:
             p = (p >= self.validity_threshold).astype(np.float64)
         return masses, [p[start : start + n] for start, n in spans]
@@ -88,7 +110,7 @@ class MultiHypothesis(_MultiHypothesisBase):
 
     def __call__(self, bundle: Bundle) -> EstimatorResult:
         masses, validity = self.hypotheses(bundle)
-        p_greedy = p_true(bundle, list(enumerate(bundle.greedy_texts)))
+        p_greedy = self.validity(bundle, list(enumerate(bundle.greedy_texts)))
         c = np.array(
             [
                 greedy_answer_confidence(m, v, int(g), float(pg)) if not np.isnan(m).any() else np.nan
@@ -108,3 +130,23 @@ class ValidMass(_MultiHypothesisBase):
         masses, validity = self.hypotheses(bundle)
         value = np.clip(np.array([float(np.sum(m * v)) for m, v in zip(masses, validity)]), 0.0, 1.0)
         return EstimatorResult(confidence=value, raw=value, higher_raw_means="confident")
+
+
+@register_estimator
+class MultiHypothesisTuned(MultiHypothesis):
+    """(b) with a trained judge: `judge` calibration_tuned (default) or probe, `judge_path` its artifact folder."""
+
+    name = "multi_hypothesis_tuned"
+
+    def __init__(
+        self,
+        mass: str = "count",
+        validity_threshold: float | None = None,
+        judge: str = "calibration_tuned",
+        judge_path: str | None = None,
+    ):
+        if judge == "p_true":
+            raise CalibError(
+                "multi_hypothesis_tuned: judge p_true is multi_hypothesis; pick calibration_tuned or probe"
+            )
+        super().__init__(mass, validity_threshold, judge, judge_path)

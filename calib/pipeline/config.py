@@ -143,7 +143,31 @@ class TemperatureStudyConfig:
     top_logprobs: int = 20  # stored per token; post-hoc re-tempering approximates the tail beyond them
 
 
-STUDIES = ("scaling", "temperature_sweep")
+@dataclass
+class CalibrationTuningStudyConfig:
+    """study.calibration_tuning: train a probe or LoRA adapter on N graded answers of tuning_train, evaluate on
+    tuning_eval (calib.tuning.study)."""
+
+    method: str = "lora"  # lora | probe
+    n: int = 1000  # label budget: training questions (the first n of tuning_train; at most 4,343)
+    seed: int = 0
+    eval_kind: str = "closed"  # closed | open_ended | all: which half of tuning_eval is evaluated
+    eval_limit: int | None = None  # evaluate the first questions only (null: all)
+    rank: int = 8
+    alpha: float = 16.0
+    layers: int | None = 8  # adapters on the last `layers` blocks (null: every block)
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    batch_size: int = 8
+    epochs: int = 1
+    kl_weight: float = 1.0
+    probe_kind: str = "logistic"  # logistic | mlp
+    probe_layers: list[int] = field(
+        default_factory=list
+    )  # candidates (empty: L/2, 3L/4, L); validation picks
+
+
+STUDIES = ("scaling", "temperature_sweep", "calibration_tuning")
 
 
 @dataclass
@@ -151,6 +175,7 @@ class StudyConfig:
     name: str | None = None  # null: the main job; scaling | temperature_sweep: that study (calib.studies)
     scaling: ScalingStudyConfig = field(default_factory=ScalingStudyConfig)
     temperature_sweep: TemperatureStudyConfig = field(default_factory=TemperatureStudyConfig)
+    calibration_tuning: CalibrationTuningStudyConfig = field(default_factory=CalibrationTuningStudyConfig)
 
 
 @dataclass

@@ -13,7 +13,11 @@ from __future__ import annotations
 from importlib import import_module
 from pathlib import Path
 
-MODULES = {"scaling": "calib.studies.scaling", "temperature_sweep": "calib.studies.temperature"}
+MODULES = {
+    "scaling": "calib.studies.scaling",
+    "temperature_sweep": "calib.studies.temperature",
+    "calibration_tuning": "calib.tuning.study",  # issue 22
+}
 
 
 def run_study(cfg, run_dir: str | Path, print_summary: bool = True):

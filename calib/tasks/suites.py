@@ -75,3 +75,14 @@ def mixed(seed: int = 0, per_category: int | None = 60) -> Task:
             group = [ex for ex in group if ex.id in keep]
         examples.extend(group)
     return Task("mixed", tuple(examples), description="built-in closed and open-ended questions")
+
+
+# Calibration-tuning (issue 22): a training pool and an evaluation split that never overlap (calib.tasks.tuning).
+def _register_tuning() -> None:
+    from calib.tasks import tuning
+
+    register_task("tuning_train", tuning.tuning_train)
+    register_task("tuning_eval", tuning.tuning_eval)
+
+
+_register_tuning()
