@@ -214,15 +214,15 @@ def score_with_stats(
                 rows[i] = g * repeats + j
                 cont_ids[rows[i], : len(c_ids)] = c_ids
                 mask[rows[i], : len(c_ids)] = True
-        lp, sums = _score_batch(
+        lp, sums = _score_batch(  # numpy inputs: an eager jnp.asarray would build a program per shape
             graphdef,
             params,
-            jnp.asarray(prefix_ids),
-            jnp.int32(n_shared),
-            jnp.asarray(prompt_ids),
-            jnp.asarray(prompt_lengths),
-            jnp.asarray(cont_ids),
-            jnp.asarray(mask),
+            prefix_ids,
+            np.int32(n_shared),
+            prompt_ids,
+            prompt_lengths,
+            cont_ids,
+            mask,
             repeats=repeats,
             n_bins=n_bins,
         )
