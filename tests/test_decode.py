@@ -283,12 +283,12 @@ def test_going_on_with_the_running_rows_in_a_smaller_batch_changes_nothing(tiny_
 
 
 def test_memory_budget_splits_work_into_batches_with_identical_results(tiny_llama):
-    from calib.decode.planning import bucket, bucket_length, bytes_per_row
+    from calib.decode.planning import bucket, bucket_length, bytes_per_row, decode_plan
 
     kwargs = dict(num_samples=2, max_new_tokens=8, stop=(), seed=9)
     whole = generate(tiny_llama, PROMPTS, **kwargs)
     cache_len = bucket_length(max(len(tiny_llama.encode(p)) for p in PROMPTS)) + bucket(8)
-    one_prompt = 2 * bytes_per_row(tiny_llama.config, cache_len, 8, 5, 4)
+    one_prompt = 2 * bytes_per_row(tiny_llama.config, cache_len, decode_plan().buffer(8), 5, 4)
     split = generate(tiny_llama, PROMPTS, memory_budget=one_prompt, **kwargs)
     assert split.texts == whole.texts
     with pytest.raises(CalibError, match="memory budget"):

@@ -7,7 +7,7 @@ the history. A session holds one compiled batch of rows (prompt x sample); `gene
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import jax
 import numpy as np
@@ -15,25 +15,12 @@ import numpy as np
 from calib.decode import session
 from calib.decode.planning import DecodePlan, bucket, bucket_length, cache_length, decode_plan
 from calib.decode.stops import eos_token_mask, stop_token_mask, truncate_at_stop
-from calib.decode.types import SAMPLE_FIELDS, Generations
+from calib.decode.types import SAMPLE_FIELDS, Generations, Sampling
 from calib.devices import batch_sharded
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
 
 REASON_NAMES = {session.REASON_STOP: "stop", session.REASON_EOS: "eos", session.REASON_LENGTH: "length"}
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How to pick tokens in one decode pass."""
-
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    stop: tuple[str, ...] = ("\n",)
-    top_logprobs: int = 5
 
 
 def prefill_groups(lengths: np.ndarray, multiple: int = 1, group: int = 16) -> list[np.ndarray]:
@@ -130,19 +117,8 @@ class DecodeSession:
                 "tokens: create the session with more room"
             )
         cfg, lm = self.lm.config, self.lm
-        spec = session.SamplingSpec(
-            self.plan.buffer(steps),
-            sampling.top_logprobs,
-            sampling.top_k,
-            sampling.top_p is not None,
-            sampling.min_p is not None,
-        )
-        rows = session.RowSampling(
-            greedy=self.greedy,
-            temperature=np.full((self.rows,), sampling.temperature, np.float32),
-            top_p=np.full((self.rows,), sampling.top_p or 1.0, np.float32),
-            min_p=np.full((self.rows,), sampling.min_p or 0.0, np.float32),
-        )
+        spec = session.SamplingSpec.of(sampling, self.plan.buffer(steps))
+        rows = session.RowSampling.of(sampling, self.greedy)
         stops = session.StopCriteria(
             steps=np.int32(steps),
             stop_mask=stop_token_mask(lm.tokenizer, tuple(sampling.stop), cfg.vocab_size),

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from calib.decode.continuation import DecodeSession, Sampling, collect
+from calib.decode.continuation import DecodeSession, collect
 from calib.decode.planning import DecodePlan, cache_length, decode_plan, prompts_per_batch
-from calib.decode.types import Generations
+from calib.decode.types import Generations, Sampling
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
 from calib.progress import progress_bar
@@ -92,7 +92,7 @@ def generate(
         len(prompts),
         rows_per_prompt,
         cache_length(max(map(len, encoded)), max_new_tokens),
-        max_new_tokens,
+        plan.buffer(max_new_tokens),  # the record the loop fills is the plan's buffer long
         top_logprobs,
         jnp.dtype(lm.dtype).itemsize,
         memory_budget,

@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from calib.decode.sampling import choose_tokens, token_statistics
+from calib.decode.types import Sampling
 from calib.models.transformer import init_cache
 
 REASON_RUNNING, REASON_STOP, REASON_EOS, REASON_LENGTH = 0, 1, 2, 3
@@ -56,6 +57,17 @@ class RowSampling:
     temperature: jax.Array
     top_p: jax.Array  # read only when SamplingSpec.use_top_p
     min_p: jax.Array  # read only when SamplingSpec.use_min_p
+
+    @classmethod
+    def of(cls, sampling: Sampling, greedy: np.ndarray) -> RowSampling:
+        """Host arrays of one pass's settings for rows marked `greedy` [R]."""
+        full = lambda value: np.full(greedy.shape, value, np.float32)  # noqa: E731
+        return cls(
+            np.asarray(greedy, bool),
+            full(sampling.temperature),
+            full(sampling.top_p or 1.0),
+            full(sampling.min_p or 0.0),
+        )
 
 
 @jax.tree_util.register_dataclass
@@ -108,6 +120,17 @@ class SamplingSpec:
     top_k: int | None = None
     use_top_p: bool = False
     use_min_p: bool = False
+
+    @classmethod
+    def of(cls, sampling: Sampling, buffer: int) -> SamplingSpec:
+        """What of `sampling` the program depends on: the filters used, top-k and the statistics' width."""
+        return cls(
+            buffer,
+            sampling.top_logprobs,
+            sampling.top_k,
+            sampling.top_p is not None,
+            sampling.min_p is not None,
+        )
 
 
 def row_keys(seed: int, prompt_index: np.ndarray, repeats: int) -> jax.Array:
