@@ -139,3 +139,23 @@ def test_accelerator_batches_leave_room_for_prefill(tiny_llama):
     cpu = prompts_per_batch(*args, budget, 10**6, 1)
     gpu = prompts_per_batch(*args, budget, 10**6, 1, plan=plan, longest_prompt=400)
     assert 1 <= gpu < cpu
+
+
+def test_prefill_groups_shrink_to_fit_on_an_accelerator(tiny_llama):
+    from calib.decode.planning import (
+        decode_plan,
+        free_memory_bytes,
+        prefill_bytes,
+        prefill_group_for,
+        prefill_group_size,
+    )
+
+    cfg = tiny_llama.config
+    assert (
+        prefill_group_for(decode_plan("cpu"), cfg, 500, 4) == 16
+    )  # CPU: the measured group, whatever the length
+    gpu = decode_plan("gpu")
+    group = prefill_group_for(gpu, cfg, 500, 4)
+    assert 1 <= group <= gpu.prefill_group and prefill_bytes(cfg, group, 512, 4) <= free_memory_bytes() // 4
+    budget = prefill_bytes(cfg, 5, 512, 4)  # room for 5 prompts: the largest power of two that fits is 4
+    assert prefill_group_size(gpu, cfg, 512, 4, budget) == 4

@@ -10,10 +10,18 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from calib.decode import session
-from calib.decode.planning import DecodePlan, bucket, bucket_length, cache_length, decode_plan
+from calib.decode.planning import (
+    DecodePlan,
+    bucket,
+    bucket_length,
+    cache_length,
+    decode_plan,
+    prefill_group_for,
+)
 from calib.decode.stops import eos_token_mask, stop_token_mask, truncate_at_stop
 from calib.decode.types import SAMPLE_FIELDS, Generations, Sampling
 from calib.devices import batch_sharded
@@ -81,7 +89,8 @@ class DecodeSession:
         self.state = session.empty_state(cfg, self.rows, self.cache_len, lm.dtype, keys)
         lengths = np.ones(batch, np.int32)
         lengths[: self.num_prompts] = [len(p) for p in prompt_ids]
-        for slots in prefill_groups(lengths, self.n_dev, self.plan.prefill_group):
+        group = prefill_group_for(self.plan, cfg, int(lengths.max()), jnp.dtype(lm.dtype).itemsize)
+        for slots in prefill_groups(lengths, self.n_dev, group):
             ids = np.full((len(slots), bucket_length(int(lengths[slots].max()))), cfg.pad_id, np.int32)
             for j, slot in enumerate(slots):
                 if slot < self.num_prompts:

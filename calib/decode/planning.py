@@ -111,6 +111,14 @@ def prefill_group_size(plan: DecodePlan, cfg: ModelConfig, length: int, itemsize
     return group
 
 
+def prefill_group_for(plan: DecodePlan, cfg: ModelConfig, longest_prompt: int, itemsize: int) -> int:
+    """Prompts a DecodeSession encodes together: the CPU plan's measured 16, or on an accelerator the largest group
+    whose prefill temporaries fit a quarter of the free device memory (long prompts: smaller groups)."""
+    if plan.backend == "cpu":
+        return plan.prefill_group
+    return prefill_group_size(plan, cfg, bucket_length(longest_prompt), itemsize, free_memory_bytes() // 4)
+
+
 def free_memory_bytes() -> int:
     """Free memory of the first device (accelerator stats, else the host's available RAM)."""
     stats = jax.devices()[0].memory_stats() if jax.devices()[0].platform != "cpu" else None
