@@ -133,10 +133,12 @@ def _job(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from calib.cache import enable_compilation_cache
+    from calib.pipeline import programs
     from calib.pipeline.config import to_run_config
     from calib.pipeline.run import run
 
     enable_compilation_cache()  # sampler, scoring and bootstrap programs are compiled once per machine
+    programs.install()  # the manifest records how many programs the run compiled and loaded
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(to_run_config(cfg), run_dir)

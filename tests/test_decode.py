@@ -257,7 +257,10 @@ def test_continuing_from_the_cache_equals_decoding_from_scratch(name, request):
 
 
 def test_going_on_with_the_running_rows_in_a_smaller_batch_changes_nothing(tiny_llama, monkeypatch):
-    from calib.decode import continuation, session
+    from dataclasses import replace
+
+    from calib.decode import session
+    from calib.decode.planning import CPU_PLAN
 
     calls = []
     take_rows = session.take_rows
@@ -269,8 +272,7 @@ def test_going_on_with_the_running_rows_in_a_smaller_batch_changes_nothing(tiny_
     prompts = [f"{p} {n}" for n in range(4) for p in PROMPTS]  # 12 prompts x 8 rows: one batch of 96 rows
     shrunk = generate(tiny_llama, prompts, **kwargs)
     assert calls and calls[0] < 96  # some answers ran long after most had stopped
-    monkeypatch.setattr(continuation, "MIN_SHRINK_ROWS", 10**9)
-    whole = generate(tiny_llama, prompts, **kwargs)
+    whole = generate(tiny_llama, prompts, plan=replace(CPU_PLAN, shrink=False), **kwargs)
     assert shrunk.texts == whole.texts and shrunk.stop_reasons == whole.stop_reasons
     assert {r for row in shrunk.stop_reasons for r in row} == {"stop", "length"}
     for field in ("token_ids", "token_logprobs", "token_entropies", "top_ids", "top_logprobs"):
@@ -281,12 +283,12 @@ def test_going_on_with_the_running_rows_in_a_smaller_batch_changes_nothing(tiny_
 
 
 def test_memory_budget_splits_work_into_batches_with_identical_results(tiny_llama):
-    from calib.decode.planning import bucket, bucket_length, bytes_per_row
+    from calib.decode.planning import bucket, bucket_length, bytes_per_row, decode_plan
 
     kwargs = dict(num_samples=2, max_new_tokens=8, stop=(), seed=9)
     whole = generate(tiny_llama, PROMPTS, **kwargs)
     cache_len = bucket_length(max(len(tiny_llama.encode(p)) for p in PROMPTS)) + bucket(8)
-    one_prompt = 2 * bytes_per_row(tiny_llama.config, cache_len, 8, 5, 4)
+    one_prompt = 2 * bytes_per_row(tiny_llama.config, cache_len, decode_plan().buffer(8), 5, 4)
     split = generate(tiny_llama, PROMPTS, memory_budget=one_prompt, **kwargs)
     assert split.texts == whole.texts
     with pytest.raises(CalibError, match="memory budget"):

@@ -7,46 +7,38 @@ the history. A session holds one compiled batch of rows (prompt x sample); `gene
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from calib.decode import session
-from calib.decode.planning import bucket, bucket_length, cache_length
+from calib.decode.planning import (
+    DecodePlan,
+    bucket,
+    bucket_length,
+    cache_length,
+    decode_plan,
+    prefill_group_for,
+)
 from calib.decode.stops import eos_token_mask, stop_token_mask, truncate_at_stop
-from calib.decode.types import SAMPLE_FIELDS, Generations
+from calib.decode.types import SAMPLE_FIELDS, Generations, Sampling
 from calib.devices import data_size, put_rows
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
 
-SHRINK_FACTOR, MIN_SHRINK_ROWS = 4, 32  # decode on in a smaller batch once <= 1/4 of >= 32 rows still run
-PREFILL_GROUP = 16  # prompts encoded together: enough rows for full-speed matmuls, little padding
-
 REASON_NAMES = {session.REASON_STOP: "stop", session.REASON_EOS: "eos", session.REASON_LENGTH: "length"}
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """How to pick tokens in one decode pass."""
-
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    stop: tuple[str, ...] = ("\n",)
-    top_logprobs: int = 5
-
-
-def prefill_groups(lengths: np.ndarray, multiple: int = 1) -> list[np.ndarray]:
-    """Prompt slots in groups of PREFILL_GROUP by length, so each group pads only to its own length bucket.
+def prefill_groups(lengths: np.ndarray, multiple: int = 1, group: int = 16) -> list[np.ndarray]:
+    """Prompt slots in groups of `group` by length, so each group pads only to its own length bucket.
 
     Group sizes are multiples of `multiple` (the devices) and there are few distinct ones: a handful of compiles.
+    (16 on CPU: enough rows for full-speed matmuls, little padding; DecodePlan.prefill_group.)
     """
     order = np.argsort(lengths, kind="stable")
-    size = max(multiple, PREFILL_GROUP - PREFILL_GROUP % multiple)
+    size = max(multiple, group - group % multiple)
     return [order[start : start + size] for start in range(0, len(order), size)]
 
 
@@ -68,8 +60,10 @@ class DecodeSession:
         prompt_index_offset: int = 0,
         batch_prompts: int | None = None,
         prompt_indices: Sequence[int] | None = None,
+        plan: DecodePlan | None = None,
     ):
         self.lm, self.rows_per_prompt = lm, rows_per_prompt
+        self.plan = plan or decode_plan()
         self.num_prompts = len(prompt_ids)
         batch = batch_prompts or self.num_prompts
         if batch < self.num_prompts:
@@ -88,7 +82,7 @@ class DecodeSession:
         if len(prompt_indices) != self.num_prompts:
             raise CalibError(f"{len(prompt_indices)} prompt indices for {self.num_prompts} prompts")
         padding = range(max(prompt_indices) + 1, max(prompt_indices) + 1 + batch - self.num_prompts)
-        keys = session.row_keys(seed, jnp.asarray([*prompt_indices, *padding]), rows_per_prompt)
+        keys = session.row_keys(seed, np.asarray([*prompt_indices, *padding]), rows_per_prompt)
         self.n_dev = data_size(lm.mesh)  # batch sizes are multiples of the "data" axis
         self.mesh = lm.mesh if lm.mesh is not None and lm.mesh.devices.size > 1 else None
         graphdef, params = lm.graphdef_and_state
@@ -96,25 +90,26 @@ class DecodeSession:
         self.state = put_rows(session.empty_state(cfg, self.rows, self.cache_len, lm.dtype, keys), self.mesh)
         lengths = np.ones(batch, np.int32)
         lengths[: self.num_prompts] = [len(p) for p in prompt_ids]
-        for slots in prefill_groups(lengths, self.n_dev):
+        group = prefill_group_for(self.plan, cfg, int(lengths.max()), jnp.dtype(lm.dtype).itemsize)
+        for slots in prefill_groups(lengths, self.n_dev, group):
             ids = np.full((len(slots), bucket_length(int(lengths[slots].max()))), cfg.pad_id, np.int32)
             for j, slot in enumerate(slots):
                 if slot < self.num_prompts:
                     ids[j, : lengths[slot]] = prompt_ids[slot]
-            self.state = session.prefill_into(
+            self.state = session.prefill_into(  # numpy inputs: jnp.asarray would build a program per shape
                 graphdef,
                 params,
                 self.state,
                 *self._put((ids, lengths[slots])),
-                jnp.asarray(slots, jnp.int32),
+                slots.astype(np.int32),
                 repeats=rows_per_prompt,
                 mesh=self.mesh,
             )
         self.positions = np.repeat(lengths, rows_per_prompt)
 
     def _put(self, x):
-        """Host arrays -> device arrays split by rows over "data" (plain device arrays on one device)."""
-        return put_rows(jax.tree.map(jnp.asarray, x), self.mesh)
+        """Host arrays -> device arrays split by rows over "data"; unchanged on one device (numpy in, no program)."""
+        return put_rows(x, self.mesh)
 
     def decode(self, sampling: Sampling) -> session.Record:
         """Sample up to max_new_tokens per row; returns the raw device record (see `to_generations`).
@@ -130,26 +125,18 @@ class DecodeSession:
                 "tokens: create the session with more room"
             )
         cfg, lm = self.lm.config, self.lm
-        spec = session.SamplingSpec(
-            steps,
-            sampling.top_logprobs,
-            sampling.top_k,
-            sampling.top_p is not None,
-            sampling.min_p is not None,
-        )
-        per_row = (
-            self.greedy,
-            np.full((self.rows,), sampling.temperature, np.float32),
-            np.full((self.rows,), sampling.top_p or 1.0, np.float32),
-            np.full((self.rows,), sampling.min_p or 0.0, np.float32),
-        )
-        masks = (
-            jnp.asarray(stop_token_mask(lm.tokenizer, tuple(sampling.stop), cfg.vocab_size)),
-            jnp.asarray(eos_token_mask(lm.eos_ids, cfg.vocab_size)),
-            jnp.int32(cfg.pad_id),
+        spec = session.SamplingSpec.of(sampling, self.plan.buffer(steps))
+        rows = session.RowSampling.of(sampling, self.greedy)
+        stops = session.StopCriteria(
+            steps=np.int32(steps),
+            stop_mask=stop_token_mask(lm.tokenizer, tuple(sampling.stop), cfg.vocab_size),
+            eos_mask=eos_token_mask(lm.eos_ids, cfg.vocab_size),
+            pad_id=np.int32(cfg.pad_id),
         )
         padding = np.arange(self.rows) >= self.num_prompts * self.rows_per_prompt
-        self.state, record = self._decode_rows(self.state, per_row, padding, 0, spec, masks)
+        # a fresh pass: every real row runs (the last pass left all done); batch padding never samples
+        self.state = replace(self.state, done=self._put(padding))
+        self.state, record = self._decode_rows(self.state, rows, stops, padding, 0, spec)
         for r in range(self.rows):
             n = int(record.lengths[r])
             self.history[r].extend(
@@ -159,52 +146,48 @@ class DecodeSession:
         self.positions = self.positions + np.maximum(record.lengths - 1, 0)
         return record
 
-    def _decode_rows(self, state, per_row, done, start, spec, masks, tokens=None):
-        """Decode from step `start`; once few rows are still running, go on with just them in a smaller batch.
+    def _decode_rows(self, state, rows, stops, done, start, spec, resume=False):
+        """Decode from step `start`; on CPU, once few rows are still running, go on with just them in a smaller batch.
 
         Answers end at different steps: most have stopped after a few tokens while one long answer would keep
         the whole batch decoding. When at most a quarter of a batch of 32 rows or more runs, those rows move to a
         batch of the next power of two (their cache rows gathered, then written back). Each row's randomness depends
         only on its key and position, so samples stay the same up to float rounding (a matmul over fewer rows may
-        round differently: log-probs agree to ~1e-5). `tokens` (resuming): each row's last sampled token.
+        round differently: log-probs agree to ~1e-5). `resume`: each row's last sampled token is fed first.
         """
-        rows = len(done)
-        stop_below = rows // SHRINK_FACTOR if rows >= MIN_SHRINK_ROWS else 0
-        resume = tokens is not None
-        tokens = np.zeros(rows, np.int32) if tokens is None else tokens
+        n_rows = len(done)
         graphdef, params = self.lm.graphdef_and_state
-        state, record, end, last = session.decode(
+        state, record, end = session.decode(
             graphdef,
             params,
             state,
-            *self._put(tuple(jnp.asarray(x) for x in (*per_row, done, tokens))),
-            jnp.int32(start),
-            jnp.int32(stop_below),
-            *masks,
+            self._put(rows),
+            stops,
+            np.int32(start),
+            np.int32(self.plan.stop_below(n_rows)),
+            np.bool_(resume),
             spec=spec,
-            resume=resume,
             mesh=self.mesh,
         )
         record = jax.tree.map(np.array, jax.device_get(record))
         end = int(end)
         running = np.flatnonzero(~done & (record.reasons == session.REASON_RUNNING))
-        if end >= spec.max_new_tokens or running.size == 0:
+        if end >= int(stops.steps) or running.size == 0:
             return state, record
-        size = bucket(running.size, 8)
-        size += -size % self.n_dev
-        idle = np.setdiff1d(np.arange(rows), running)[: size - running.size]
+        size = self.plan.shrunk_rows(running.size, self.n_dev)
+        idle = np.setdiff1d(np.arange(n_rows), running)[: size - running.size]
         take = np.concatenate([running, idle])
-        part = session.take_rows(state, self._put(jnp.asarray(take)))
+        part = session.take_rows(state, self._put(take))  # running rows keep done=False, idle ones True
         part, rest = self._decode_rows(
             part,
-            tuple(x[take] for x in per_row),
+            jax.tree.map(lambda x: x[take], rows),
+            stops,
             np.arange(size) >= running.size,
             end,
             spec,
-            masks,
-            np.asarray(last)[take],
+            resume=True,
         )
-        state = session.put_rows(state, jnp.asarray(running), part)
+        state = session.put_rows(state, running, part)
         n = running.size
         for name in session.STEP_FIELDS:
             getattr(record, name)[running, end:] = getattr(rest, name)[:n, end:]

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from calib.decode.continuation import DecodeSession, Sampling, collect
-from calib.decode.planning import cache_length, prompts_per_batch
-from calib.decode.types import Generations
+from calib.decode.continuation import DecodeSession, collect
+from calib.decode.planning import DecodePlan, cache_length, decode_plan, prompts_per_batch
+from calib.decode.types import Generations, Sampling
 from calib.devices import data_size
 from calib.errors import CalibError
 from calib.models.lm import LanguageModel
@@ -67,8 +67,9 @@ def generate(
     prompt_index_offset: int = 0,
     top_logprobs: int = 5,
     memory_budget: int | None = None,
-    max_rows: int = 256,
+    max_rows: int | None = None,
     progress: bool = False,
+    plan: DecodePlan | None = None,
 ) -> Generations:
     """Decode each prompt K times (or once greedily) in one compiled loop per batch.
 
@@ -76,6 +77,7 @@ def generate(
     Generations.split_greedy). Same arguments and seed -> identical samples, on one device or several, in any
     batch size. Row randomness depends on (seed, prompt_index_offset + prompt position, sample index), so a caller
     that generates a long list in shards passes each shard's offset and gets exactly the one-call result.
+    Batch sizes follow `plan` (default: the backend's DecodePlan; max_rows: its row cap unless given).
     """
     _validate(prompts, num_samples, max_new_tokens, temperature, top_k, top_p, min_p)
     sampling = Sampling(max_new_tokens, temperature, top_p, top_k, min_p, tuple(stop or ()), top_logprobs)
@@ -85,17 +87,20 @@ def generate(
     rows_per_prompt = k + (1 if include_greedy and not greedy else 0)
     greedy_rows = ([True] if rows_per_prompt > k else []) + [greedy] * k
     n_dev = data_size(lm.mesh)  # rows per batch: a multiple of the "data" axis
+    plan = plan or decode_plan()
     per_batch = prompts_per_batch(
         lm.config,
         len(prompts),
         rows_per_prompt,
         cache_length(max(map(len, encoded)), max_new_tokens),
-        max_new_tokens,
+        plan.buffer(max_new_tokens),  # the record the loop fills is the plan's buffer long
         top_logprobs,
         jnp.dtype(lm.dtype).itemsize,
         memory_budget,
-        max_rows,
+        max_rows or plan.max_rows,
         n_dev,
+        plan=plan,
+        longest_prompt=max(map(len, encoded)),
     )
     # batches of similar length: less padding in prefill and shorter caches to attend over in every decode step
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
@@ -111,6 +116,7 @@ def generate(
             seed,
             batch_prompts=per_batch,
             prompt_indices=[prompt_index_offset + i for i in members],
+            plan=plan,
         )
         records.append((len(members), decoder.decode(sampling)))
     gens = collect(lm, [prompts[i] for i in order], records, rows_per_prompt, sampling.stop)

@@ -23,7 +23,7 @@ import numpy as np
 
 from calib.decode.continuation import DecodeSession, Sampling, collect
 from calib.decode.generate import _validate, encode_prompts
-from calib.decode.planning import bucket, cache_length, prompts_per_batch
+from calib.decode.planning import bucket, cache_length, decode_plan, prompts_per_batch
 from calib.decode.types import SAMPLE_FIELDS, Generations
 from calib.devices import data_size, put_rows
 from calib.errors import CalibError
@@ -268,7 +268,7 @@ def revise(
     gate: Gate | None = None,
     top_logprobs: int = 5,
     memory_budget: int | None = None,
-    max_rows: int = 256,
+    max_rows: int | None = None,
     progress: bool = False,
 ) -> Revision:
     """Greedy answer + `num_samples` samples per prompt, then `passes` revise passes continuing every row's cache.
@@ -299,7 +299,7 @@ def revise(
         top_logprobs,
         jnp.dtype(lm.dtype).itemsize,
         memory_budget,
-        max_rows,
+        max_rows or decode_plan().max_rows,
         n_dev,
     )
     n = len(prompts)

@@ -241,12 +241,12 @@ def score_with_stats(
                 rows[i] = g * repeats + j
                 cont_ids[rows[i], : len(c_ids)] = c_ids
                 mask[rows[i], : len(c_ids)] = True
-        lp, sums = _score_batch(
+        lp, sums = _score_batch(  # numpy inputs: an eager jnp.asarray would build a program per shape
             graphdef,
             params,
-            jnp.asarray(prefix_ids),
-            jnp.int32(n_shared),
-            *put_rows(tuple(map(jnp.asarray, (prompt_ids, prompt_lengths, cont_ids, mask))), mesh),
+            prefix_ids,
+            np.int32(n_shared),
+            *put_rows((prompt_ids, prompt_lengths, cont_ids, mask), mesh),
             repeats=repeats,
             n_bins=n_bins,
             distribution=options,

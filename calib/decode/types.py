@@ -1,4 +1,5 @@
-"""What decoding returns: ragged per-prompt, per-sample answers with their token statistics."""
+"""What decoding takes and returns: the sampling settings, and ragged per-prompt, per-sample answers with their
+token statistics."""
 
 from __future__ import annotations
 
@@ -6,6 +7,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to pick tokens in one decode pass: the sampling settings a user gives (generate() and revise() build one
+    from their arguments; the pipeline's `decoding` config feeds those). The decode loop compiles only what changes
+    its program (session.SamplingSpec.of); the rest becomes per-row arrays and stop criteria."""
+
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    stop: tuple[str, ...] = ("\n",)
+    top_logprobs: int = 5
+
 
 # The fields of Generations that hold one entry per (prompt, sample): [i][k].
 SAMPLE_FIELDS = (

@@ -19,7 +19,7 @@ from calib import distributed
 from calib.devices import make_mesh
 from calib.fingerprint import library_versions, stage_fingerprint
 from calib.pipeline import evaluate as evaluate_stage
-from calib.pipeline import generation, report, semantic_stage, stages
+from calib.pipeline import generation, programs, report, semantic_stage, stages
 from calib.pipeline import outside as outside_file
 from calib.pipeline.config import RunConfig, validate
 from calib.pipeline.store import ArtifactStore, artifact_key, publish, write_json, write_table
@@ -47,6 +47,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     from calib.models import load_model
 
     started = time.perf_counter()
+    built_before = programs.snapshot()  # None unless the entry point installed the counter (the CLI does)
     run_dir = Path(run_dir)
     validate(cfg)
     process = distributed.initialize(cfg.distributed)  # one process unless distributed.enabled
@@ -233,6 +234,8 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     )
     manifest["stages"]["report"]["seconds"] = time.perf_counter() - t
     manifest["seconds"] = time.perf_counter() - started
+    if built_before is not None:  # XLA programs this run compiled or loaded from the persistent cache
+        manifest["programs"] = programs.snapshot().since(built_before).record()
     # the config as run: what load_run (`calib inspect`) reloads the task's gold answers from
     atomic_write_text(run_dir / "config.yaml", config_yaml)
     publish(run_dir / "config.yaml")
