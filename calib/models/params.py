@@ -12,6 +12,7 @@ from flax import nnx
 
 from calib.errors import CalibError
 from calib.models.config import ModelConfig
+from calib.models.quant import check_weights, quantized_value
 from calib.models.transformer import Transformer
 
 Transform = Callable[[np.ndarray, ModelConfig], np.ndarray]
@@ -75,10 +76,13 @@ def build_model(
     source: str,
     dtype=jnp.float32,
     sharding: jax.sharding.Sharding | None = None,
+    weights: str = "full",
 ) -> Transformer:
     """Place checkpoint tensors into a fresh (abstract, never randomly initialised) Transformer. tensors: a dict or
     a stream of (name, array) pairs in any float dtype; each is cast to `dtype` on the host and copied to the device
-    before the next is read, so host memory holds one source tensor at a time beside the model."""
+    before the next is read, so host memory holds one source tensor at a time beside the model. weights="int8"
+    quantises the layer matrices and the head (quant.py) from the source tensor, also one at a time."""
+    int8 = check_weights(weights) == "int8"
     model = Transformer(cfg, dtype=dtype, rngs=None)  # placeholders only: nothing is initialised or traced
     table = PARAM_TABLE[cfg.arch]
     host_dtype = np.dtype(jnp.dtype(dtype))  # bfloat16 is ml_dtypes.bfloat16, which numpy casts to and from
@@ -107,6 +111,12 @@ def build_model(
                 f"tensor {name} in {source} has shape {tuple(value.shape)}, expected {tuple(var.shape)} "
                 "for this config (wrong or corrupt checkpoint)"
             )
+        quantized = quantized_value(path, array, dtype, sharding) if int8 else None
+        if quantized is not None:
+            var.set_value(quantized)
+            del value, array, quantized
+            filled.add(path)
+            continue
         with np.errstate(
             over="ignore"
         ):  # rounds to nearest even like torch; float16 overflow is refused below

@@ -10,6 +10,7 @@ from flax import nnx
 
 from calib.models.config import ModelConfig
 from calib.models.layers import Block, KVCache, RMSNorm, init_param
+from calib.models.quant import QArray, head_logits
 
 
 class Transformer(nnx.Module):
@@ -18,6 +19,7 @@ class Transformer(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs | None):
         """Random weights from rngs; rngs=None builds shape-only placeholders that a checkpoint fills (params.py)."""
         self.cfg = cfg
+        self.dtype = jnp.dtype(dtype)  # the compute dtype (int8 weights dequantize to it)
         self.embedding = init_param(rngs, (cfg.vocab_size, cfg.embed_dim), dtype, scale=0.02)
         self.blocks = nnx.List([Block(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
         self.final_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps, cfg.norm_plus_one, dtype, rngs)
@@ -28,19 +30,25 @@ class Transformer(nnx.Module):
         self, ids: jax.Array, positions: jax.Array, cache: list[KVCache] | None = None
     ) -> tuple[jax.Array, list[KVCache] | None]:
         """ids, positions [B, T] -> final-normed hidden states [B, T, D] and the updated cache."""
-        emb = self.embedding[...]
-        x = jnp.take(emb, ids, axis=0)
+        emb = self.embedding.get_value()
+        quantized = isinstance(emb, QArray)
+        x = emb.rows(ids) if quantized else jnp.take(emb, ids, axis=0)
         if self.cfg.scale_embeddings:
-            x = x * jnp.asarray(self.cfg.embed_dim**0.5, dtype=emb.dtype)
+            x = x * jnp.asarray(self.cfg.embed_dim**0.5, dtype=x.dtype)
         new_cache = []
         for i, block in enumerate(self.blocks):
             graphdef, state = nnx.split(block)
+            if quantized:  # this block's weights are converted only once the previous block's output exists
+                state, x = jax.lax.optimization_barrier((state, x))
             x, layer_cache = _block(graphdef, state, x, positions, None if cache is None else cache[i])
             new_cache.append(layer_cache)
         return self.final_norm(x), (None if cache is None else new_cache)
 
     def project(self, h: jax.Array, dtype=jnp.float32) -> jax.Array:
         """Hidden states [..., D] -> float32 logits [..., V] (the decoders' contract, whatever the weights)."""
+        weight = (self.embedding if self.cfg.tie_embeddings else self.head).get_value()
+        if isinstance(weight, QArray):
+            return head_logits(h, weight, 0 if self.cfg.tie_embeddings else 1, dtype)
         if self.cfg.tie_embeddings:
             logits = jnp.einsum("...D,VD->...V", h, self.embedding[...])
         else:
