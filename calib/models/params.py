@@ -13,7 +13,7 @@ from flax import nnx
 from calib.errors import CalibError
 from calib.models.config import ModelConfig
 from calib.models.quant import check_weights, quantized_value
-from calib.models.transformer import Transformer
+from calib.models.transformer import Transformer, stack_runs
 
 Transform = Callable[[np.ndarray, ModelConfig], np.ndarray]
 
@@ -134,7 +134,7 @@ def build_model(
         raise CalibError(
             f"{source} lacks {len(missing)} tensors the {cfg.arch} model needs, e.g. {missing[0]} (incomplete checkpoint)"
         )
-    return model
+    return stack_runs(model) if int8 else model
 
 
 def _abstract_paths(model: nnx.Module):

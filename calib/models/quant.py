@@ -193,6 +193,24 @@ def head_logits(h: jax.Array, w: QArray, vocab_axis: int, dtype=jnp.float32) -> 
     return out.astype(dtype)
 
 
+def stack_qarrays(arrays) -> QArray:
+    """Layers' QArrays stacked on a new leading axis; coarser groups are repeated to the finest group size among
+    them (a 32-entry group's scale and offset hold for both of its 16-entry halves, exactly)."""
+    first = arrays[0]
+    groups = max(a.scale.shape[a.axis] for a in arrays)
+
+    def refine(x, a):
+        return jnp.repeat(x, groups // a.scale.shape[a.axis], axis=a.axis)
+
+    return QArray(
+        jnp.stack([a.q for a in arrays]),
+        jnp.stack([refine(a.scale, a) for a in arrays]),
+        jnp.stack([refine(a.offset, a) for a in arrays]),
+        first.axis,
+        first.dtype,
+    )
+
+
 def quantized_value(path: str, value: np.ndarray, dtype, sharding=None):
     """The Param value for a host array: a QArray on the device for a quantised matrix, else None."""
     axis = contracted_axis(path)

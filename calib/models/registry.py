@@ -22,7 +22,7 @@ from calib.models.lm import LanguageModel
 from calib.models.params import build_model
 from calib.models.quant import check_weights, quantize_model
 from calib.models.tokenizer import byte_tokenizer, load_tokenizer
-from calib.models.transformer import Transformer
+from calib.models.transformer import Transformer, stack_runs
 
 TINY = {"tiny-llama": tiny_llama, "tiny-gemma3": tiny_gemma3}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
@@ -96,7 +96,7 @@ def _tiny(spec: str, dtype, mesh, seed: int, weights: str) -> LanguageModel:
     cfg = TINY[spec]()
     model = Transformer(cfg, dtype=dtype, rngs=nnx.Rngs(seed))
     if weights == "int8":
-        quantize_model(model)
+        stack_runs(quantize_model(model))
     _place(model, mesh)
     digest = hashlib.sha256(f"{spec}|{seed}|{cfg}".encode()).hexdigest()
     return LanguageModel(spec, cfg, model, byte_tokenizer, digest, "chat", mesh=mesh)
