@@ -22,7 +22,9 @@ from calib.errors import CalibError
 WEIGHTS = ("full", "int8")  # model.weights: full = every tensor in the compute dtype (model.dtype)
 HEAD_CHUNK = 2048  # vocabulary rows converted per step of the head's lax.map
 
-GROUP = 32  # input channels per scale: a scale per (output channel, 32 inputs), the block of GGUF Q8_0/Q4 formats
+GROUP = (
+    32  # input channels per scale: a scale per (output channel, 32 inputs), the block of GGUF Q8_0/Q4 formats
+)
 
 # parameter path -> the axis its matrix contracts over in groups of GROUP (other axes keep a scale per index)
 CONTRACTED = {
@@ -63,12 +65,18 @@ def quantize(
     16-wide groups hold a sample of the tensor exactly and 32-wide ones do not (GGUF Q6_K's 16-entry blocks)."""
     w32 = np.asarray(w, np.float32)
     if not np.isfinite(w32).all():
-        raise CalibError(f"{name} has inf or nan values and cannot be quantised to int8; load it with model.weights=full")
+        raise CalibError(
+            f"{name} has inf or nan values and cannot be quantised to int8; load it with model.weights=full"
+        )
     if group is None:
-        out = 0 if axis != 0 else w32.ndim - 1  # sample 16 output channels: a GGUF file's blocks share one type
+        out = (
+            0 if axis != 0 else w32.ndim - 1
+        )  # sample 16 output channels: a GGUF file's blocks share one type
         sample = np.take(w32, np.arange(min(16, w32.shape[out])), axis=out)
-        tol = 1e-6 * float(np.abs(sample).max())
-        exact = [fit(sample, axis, g)[3].max() <= tol if sample.shape[axis] % g == 0 else False for g in (32, 16)]
+        tol = 1e-5 * float(np.abs(sample).max())
+        exact = [
+            fit(sample, axis, g)[3].max() <= tol if sample.shape[axis] % g == 0 else False for g in (32, 16)
+        ]
         group = 16 if exact[1] and not exact[0] else GROUP
     return fit(w32, axis, group)[:3]
 
@@ -84,7 +92,10 @@ def _level_step(g: np.ndarray, axis: int, tol: np.ndarray, rounds: int = 4) -> n
             rem = np.abs(gaps - step * np.rint(gaps / step))
         rem = np.where(np.isfinite(gaps) & (rem > tol), rem, np.inf).min(axis=axis, keepdims=True)
         step = np.where(np.isfinite(rem), np.minimum(step, rem), step)
-    return step
+    span = g.max(axis=axis, keepdims=True) - g.min(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        levels = np.rint(span / step)
+    return np.where(levels >= 1, span / levels, step)  # the spacing that lands on both ends exactly
 
 
 def fit(

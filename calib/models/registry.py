@@ -89,7 +89,9 @@ def weights_digest(digest: str, weights: str) -> str:
     """The digest of a model loaded as `weights`: the file's digest, the mode and the quantisation code."""
     from calib.fingerprint import module_fingerprint
 
-    return hashlib.sha256(f"{digest}|{weights}|{module_fingerprint('calib.models.quant')}".encode()).hexdigest()
+    return hashlib.sha256(
+        f"{digest}|{weights}|{module_fingerprint('calib.models.quant')}".encode()
+    ).hexdigest()
 
 
 def _tiny(spec: str, dtype, mesh, seed: int, weights: str) -> LanguageModel:

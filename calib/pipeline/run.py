@@ -74,7 +74,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     t = time.perf_counter()
     lm = None
     if cfg.model.name != outside_file.NO_MODEL:
-        lm = load_model(cfg.model.name, dtype=cfg.model.dtype, seed=cfg.model.seed)
+        lm = load_model(cfg.model.name, dtype=cfg.model.dtype, seed=cfg.model.seed, weights=cfg.model.weights)
         log.info("model %s loaded in %.1f s", lm.name, time.perf_counter() - t)
     style = stages.prompt_style(cfg.task, lm) if lm is not None else "completion"
     dtype = lm.dtype_name if lm is not None else cfg.model.dtype  # "auto" resolved by the loaded weights
