@@ -98,8 +98,9 @@ def test_int8_model_equals_float32_model_with_dequantized_weights(spec):
 def test_builtin_int8_matches_float32(name):
     """Both built-in GGUF files are 4/5/6/8-bit block formats, which the int8 grids hold exactly: int8 must stay
     within 0.05 (acceptance) of float32 in log-softmax on the parity prompts, and give the same greedy answers."""
-    from calib.decode import generate
     from test_models_parity import COUNTRIES, LONG_TOKENS, PROMPTS, TWO_SHOT, _log_softmax
+
+    from calib.decode import generate
 
     full, int8 = load_model(name), load_model(name, weights="int8")
     for prompt in PROMPTS:
@@ -108,5 +109,7 @@ def test_builtin_int8_matches_float32(name):
         print(f"{name}: {len(ids[0])} tokens, int8 vs float32 max |log-softmax diff| = {diff:.2e}")
         assert diff < 0.05
     prompts = [TWO_SHOT.format(country=c) for c in COUNTRIES[:10]]  # all 30: benchmarks/bench_int8_parity.py
-    answers = [generate(lm, prompts, greedy=True, max_new_tokens=8, stop=("\n",)).texts for lm in (full, int8)]
+    answers = [
+        generate(lm, prompts, greedy=True, max_new_tokens=8, stop=("\n",)).texts for lm in (full, int8)
+    ]
     assert answers[0] == answers[1]
