@@ -113,3 +113,16 @@ def test_builtin_int8_matches_float32(name):
         generate(lm, prompts, greedy=True, max_new_tokens=8, stop=("\n",)).texts for lm in (full, int8)
     ]
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("shape,axis", [((640, 4, 256), 0), ((9, 64, 576), 1), ((4096, 96), 1)])
+def test_quantize_in_slices_equals_whole_tensor(shape, axis, monkeypatch):
+    """Large tensors are quantised a slice of output channels at a time (bounded host memory): same result."""
+    from calib.models import quant
+
+    w = RNG.standard_normal(shape).astype(np.float32)
+    whole = quantize(w, axis, group=32)
+    monkeypatch.setattr(quant, "CHUNK_ELEMENTS", 1 << 14)
+    sliced = quantize(w, axis)
+    for a, b in zip(whole, sliced, strict=True):
+        np.testing.assert_array_equal(a, b)

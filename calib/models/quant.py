@@ -20,7 +20,10 @@ from flax import nnx
 from calib.errors import CalibError
 
 WEIGHTS = ("full", "int8")  # model.weights: full = every tensor in the compute dtype (model.dtype)
-HEAD_CHUNK = 2048  # vocabulary rows converted per step of the head's lax.map
+HEAD_CHUNK = 2048
+CHUNK_ELEMENTS = (
+    1 << 22
+)  # entries quantised at a time on the host  # vocabulary rows converted per step of the head's lax.map
 
 GROUP = (
     32  # input channels per scale: a scale per (output channel, 32 inputs), the block of GGUF Q8_0/Q4 formats
@@ -78,7 +81,22 @@ def quantize(
             fit(sample, axis, g)[3].max() <= tol if sample.shape[axis] % g == 0 else False for g in (32, 16)
         ]
         group = 16 if exact[1] and not exact[0] else GROUP
-    return fit(w32, axis, group)[:3]
+    out = 0 if axis != 0 else w32.ndim - 1  # fit slices of output channels: host temporaries stay ~32 MB
+    step = max(1, CHUNK_ELEMENTS * w32.shape[out] // max(w32.size, 1))
+    parts = [fit(_slice(w32, out, i, step), axis, group)[:3] for i in range(0, w32.shape[out], step)]
+    if len(parts) == 1:
+        return parts[0]
+    q, scale, offset = zip(*parts, strict=True)
+    grouped_out = out + 1 if out > axis else out  # scales carry the extra group axis after `axis`
+    return (
+        np.concatenate(q, axis=out),
+        np.concatenate(scale, axis=grouped_out),
+        np.concatenate(offset, axis=grouped_out),
+    )
+
+
+def _slice(w: np.ndarray, axis: int, start: int, size: int) -> np.ndarray:
+    return w[(slice(None),) * axis + (slice(start, start + size),)]
 
 
 def _level_step(g: np.ndarray, axis: int, tol: np.ndarray, rounds: int = 4) -> np.ndarray:
