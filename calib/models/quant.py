@@ -71,19 +71,19 @@ def quantize(
         raise CalibError(
             f"{name} has inf or nan values and cannot be quantised to int8; load it with model.weights=full"
         )
-    if group is None:
-        out = (
-            0 if axis != 0 else w32.ndim - 1
-        )  # sample 16 output channels: a GGUF file's blocks share one type
+    levels = True
+    if group is None:  # sample 16 output channels: a GGUF file's blocks share one type
+        out = 0 if axis != 0 else w32.ndim - 1
         sample = np.take(w32, np.arange(min(16, w32.shape[out])), axis=out)
         tol = 1e-5 * float(np.abs(sample).max())
         exact = [
             fit(sample, axis, g)[3].max() <= tol if sample.shape[axis] % g == 0 else False for g in (32, 16)
         ]
         group = 16 if exact[1] and not exact[0] else GROUP
+        levels = any(exact)  # a tensor on no level grid (bf16/f32 checkpoints) skips the per-group sort
     out = 0 if axis != 0 else w32.ndim - 1  # fit slices of output channels: host temporaries stay ~32 MB
     step = max(1, CHUNK_ELEMENTS * w32.shape[out] // max(w32.size, 1))
-    parts = [fit(_slice(w32, out, i, step), axis, group)[:3] for i in range(0, w32.shape[out], step)]
+    parts = [fit(_slice(w32, out, i, step), axis, group, levels)[:3] for i in range(0, w32.shape[out], step)]
     if len(parts) == 1:
         return parts[0]
     q, scale, offset = zip(*parts, strict=True)
@@ -117,7 +117,7 @@ def _level_step(g: np.ndarray, axis: int, tol: np.ndarray, rounds: int = 4) -> n
 
 
 def fit(
-    w: np.ndarray, axis: int, group: int = GROUP
+    w: np.ndarray, axis: int, group: int = GROUP, levels: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """int8 q, float32 scale and offset with w ~ q * scale + offset, one (scale, offset) per output channel and per
     `group` consecutive entries of the contraction `axis` (scale and offset have the grouped shape, group axis of
@@ -130,12 +130,13 @@ def fit(
     g = w32.reshape(grouped_shape(w32.shape, axis, group))
     red = dict(axis=axis + 1, keepdims=True)
     lo, hi = g.min(**red), g.max(**red)
-    step = _level_step(g, axis + 1, tol=1e-5 * np.maximum(np.abs(lo), np.abs(hi)))
+    step = _level_step(g, axis + 1, tol=1e-5 * np.maximum(np.abs(lo), np.abs(hi))) if levels else None
     candidates = [
         (np.maximum(np.abs(lo), np.abs(hi)) / 127.0, np.zeros_like(lo), -127, 127),  # symmetric
         ((hi - lo) / 255.0, lo + 128.0 * (hi - lo) / 255.0, -128, 127),  # min-max
-        (step, lo + 128.0 * step, -128, 127),  # the group's own level spacing
     ]
+    if levels:
+        candidates.append((step, lo + 128.0 * step, -128, 127))  # the group's own level spacing
     best = None
     for scale, offset, qmin, qmax in candidates:
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0).astype(np.float32)
