@@ -1,4 +1,5 @@
-"""Decode throughput on SmolLM2-135M, side by side in one run: calib (JAX) vs transformers vs llama.cpp.
+"""Decode throughput on SmolLM2-135M, side by side in one run: calib (JAX, float32 and int8 weights) vs transformers
+vs llama.cpp.
 
 W1 = 8 prompts x 16 samples x 32 new tokens at temperature 1 (this project's multi-sample workload)
 W2 = batch-1 greedy, 64 new tokens
@@ -124,11 +125,13 @@ def main() -> None:
     enable_compilation_cache()  # as the CLI does: the first call's time is a compilation or a cache hit
 
     lm = load_model("smollm2-135m-instruct")
+    lm_int8 = load_model("smollm2-135m-instruct", weights="int8")
     peak = matmul_gflops()
     results = {"matmul_gflops": peak, "flops_per_token": lm.config.flops_per_token}
     for workload in ("W1", "W2"):
-        row = {"calib": bench_calib(lm, workload)}
-        row["calib"]["roofline_fraction"] = row["calib"]["tok_s"] * lm.config.flops_per_token / (peak * 1e9)
+        row = {"calib": bench_calib(lm, workload), "calib int8": bench_calib(lm_int8, workload)}
+        for engine in ("calib", "calib int8"):
+            row[engine]["roofline_fraction"] = row[engine]["tok_s"] * lm.config.flops_per_token / (peak * 1e9)
         row["transformers"] = None if args.skip_transformers else bench_transformers(smollm2_path(), workload)
         row["llama.cpp"] = bench_llama_cpp(smollm2_path(), workload)
         results[workload] = row
@@ -136,9 +139,11 @@ def main() -> None:
     print(
         f"large f32 matmul: {peak:.0f} GFLOP/s; load average during the run {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
-    print(f"{'workload':<9}{'engine':<14}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'calib ratio':>13}")
+    print(
+        f"{'workload':<9}{'engine':<14}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'calib f32 / int8 ratio':>24}"
+    )
     for workload in ("W1", "W2"):
-        ours = results[workload]["calib"]["tok_s"]
+        ours = results[workload]["calib"]["tok_s"], results[workload]["calib int8"]["tok_s"]
         for engine, r in results[workload].items():
             if r is None:
                 why = (
@@ -146,14 +151,19 @@ def main() -> None:
                 )
                 print(f"{workload:<9}{engine:<14}{why:>39}")
                 continue
-            ratio = "" if engine == "calib" else f"{ours / r['tok_s']:.2f}x"
-            print(
-                f"{workload:<9}{engine:<14}{r['tokens']:>8}{r['seconds']:>9.2f}{r['tok_s']:>9.1f}{ratio:>13}"
+            ratio = (
+                ""
+                if engine.startswith("calib")
+                else f"{ours[0] / r['tok_s']:.2f}x / {ours[1] / r['tok_s']:.2f}x"
             )
-        c = results[workload]["calib"]
-        print(
-            f"{'':<9}calib compile {c['compile_s']:.1f} s; model FLOP/s = {100 * c['roofline_fraction']:.0f}% of the matmul roofline"
-        )
+            print(
+                f"{workload:<9}{engine:<14}{r['tokens']:>8}{r['seconds']:>9.2f}{r['tok_s']:>9.1f}{ratio:>24}"
+            )
+        for engine in ("calib", "calib int8"):
+            c = results[workload][engine]
+            print(
+                f"{'':<9}{engine} compile {c['compile_s']:.1f} s; model FLOP/s = {100 * c['roofline_fraction']:.0f}% of the matmul roofline"
+            )
     path = Path(__file__).parent / "results" / "decode.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=float))

@@ -1,8 +1,9 @@
 """Model load time and peak host memory.
 
-Run: .venv/bin/python benchmarks/bench_model_load.py                    (built-in GGUF models, second load < 3 s)
+Run: .venv/bin/python benchmarks/bench_model_load.py                    (built-in GGUF models, second load < 3 s;
+                                                                         float32, bfloat16 and int8 weights)
      .venv/bin/python benchmarks/bench_model_load.py --synthetic 1e9    (a Llama-3-shaped bf16 safetensors folder
-                                                                         of ~1e9 random parameters, f32 and bf16)
+                                                                         of ~1e9 random parameters, same modes)
 Each measurement is a fresh Python process; peak RSS is its VmHWM (imports included).
 Target for --synthetic: peak host RSS loading in bf16 <= 1.3x the model's bf16 size.
 """
@@ -26,7 +27,7 @@ def peak_rss():  # VmHWM starts afresh at exec; ru_maxrss would carry the parent
 t0 = time.perf_counter()
 from calib.models import load_model
 t1 = time.perf_counter()
-lm = load_model({name!r}, dtype={dtype!r})
+lm = load_model({name!r}, dtype={dtype!r}, weights={weights!r})
 t2 = time.perf_counter()
 rss = peak_rss()  # loading only, not the first compile
 lm.logits([[1, 2, 3]])
@@ -36,9 +37,12 @@ print(json.dumps({{"import_s": t1 - t0, "load_s": t2 - t1, "first_logits_s": t3 
 VOCAB, LAYERS = 128_256, 16  # Llama 3.2 1B: d 2048, ffw 8192, 32 heads, 8 kv heads, tied embeddings
 
 
-def measure(name: str, dtype: str = "float32") -> dict:
+MODES = {"float32": ("float32", "full"), "bfloat16": ("bfloat16", "full"), "int8": ("float32", "int8")}
+
+
+def measure(name: str, dtype: str = "float32", weights: str = "full") -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE.format(name=name, dtype=dtype)],
+        [sys.executable, "-c", PROBE.format(name=name, dtype=dtype, weights=weights)],
         capture_output=True,
         text=True,
         check=True,
@@ -114,12 +118,12 @@ def synthetic(params: float) -> None:
             ).stdout
         )
         print(f"peak RSS after imports only: {base / 2**30:.2f} GiB")
-        for dtype in ("float32", "bfloat16"):
-            r = measure(f"hf:{tmp}", dtype)
-            size = n * (4 if dtype == "float32" else 2)
+        for mode, (dtype, weights) in MODES.items():
+            r = measure(f"hf:{tmp}", dtype, weights)
+            size = n * {"float32": 4, "bfloat16": 2, "int8": 1}[mode]
             print(
-                f"{dtype:<9} load {r['load_s']:6.2f} s   peak RSS {r['peak_rss'] / 2**30:5.2f} GiB = "
-                f"{r['peak_rss'] / size:.2f}x its {dtype} size ({(r['peak_rss'] - base) / size:.2f}x above imports)"
+                f"{mode:<9} load {r['load_s']:6.2f} s   peak RSS {r['peak_rss'] / 2**30:5.2f} GiB = "
+                f"{r['peak_rss'] / size:.2f}x its {mode} size ({(r['peak_rss'] - base) / size:.2f}x above imports)"
             )
 
 
@@ -129,10 +133,16 @@ def builtin() -> None:
     rows = {}
     for name in BUILTIN_GGUF:
         measure(name)  # first load converts the GGUF (once per machine)
-        rows[name] = measure(name)
-    print(f"{'model':<24}{'import calib':>14}{'load_model':>12}{'first logits':>14}   target load < 3 s")
+        for mode, (dtype, weights) in MODES.items():
+            rows[f"{name} {mode}"] = measure(name, dtype, weights)
+    print(
+        f"{'model':<33}{'import calib':>14}{'load_model':>12}{'first logits':>14}{'peak RSS':>11}   target load < 3 s"
+    )
     for name, r in rows.items():
-        print(f"{name:<24}{r['import_s']:>13.2f}s{r['load_s']:>11.2f}s{r['first_logits_s']:>13.2f}s")
+        print(
+            f"{name:<33}{r['import_s']:>13.2f}s{r['load_s']:>11.2f}s{r['first_logits_s']:>13.2f}s"
+            f"{r['peak_rss'] / 2**20:>8.0f} MiB"
+        )
     path = Path(__file__).parent / "results" / "model_load.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(rows, indent=1))

@@ -32,6 +32,7 @@ class LanguageModel:
     prompt_style: Literal["chat", "completion"] = "completion"
     cache_dir: str | None = None
     mesh: jax.sharding.Mesh | None = None
+    weights: str = "full"  # full | int8 (layer matrices and head quantised; quant.py)
     _split: tuple = field(default=None, init=False, repr=False)
 
     @functools.cached_property
@@ -48,7 +49,8 @@ class LanguageModel:
 
     @property
     def dtype(self):
-        return self.model.embedding[...].dtype
+        """The compute dtype (int8 weights dequantize to it)."""
+        return self.model.dtype
 
     @property
     def dtype_name(self) -> str:

@@ -12,7 +12,8 @@ from flax import nnx
 
 from calib.errors import CalibError
 from calib.models.config import ModelConfig
-from calib.models.transformer import Transformer
+from calib.models.quant import check_weights, quantized_value
+from calib.models.transformer import Transformer, stack_runs
 
 Transform = Callable[[np.ndarray, ModelConfig], np.ndarray]
 
@@ -75,11 +76,14 @@ def build_model(
     source: str,
     dtype=jnp.float32,
     sharding: jax.sharding.Sharding | Callable[[str, tuple], jax.sharding.Sharding] | None = None,
+    weights: str = "full",
 ) -> Transformer:
     """Place checkpoint tensors into a fresh (abstract, never randomly initialised) Transformer. tensors: a dict or
     a stream of (name, array) pairs in any float dtype; each is cast to `dtype` on the host and copied to the device
     before the next is read, so host memory holds one source tensor at a time beside the model. sharding: one for
-    every tensor, or a function of (parameter path, shape) such as calib.devices.param_spec's rules."""
+    every tensor, or a function of (parameter path, shape) such as calib.devices.param_spec's rules. weights="int8"
+    quantises the layer matrices and the head (quant.py) from the source tensor, also one at a time."""
+    int8 = check_weights(weights) == "int8"
     model = Transformer(cfg, dtype=dtype, rngs=None)  # placeholders only: nothing is initialised or traced
     table = PARAM_TABLE[cfg.arch]
     host_dtype = np.dtype(jnp.dtype(dtype))  # bfloat16 is ml_dtypes.bfloat16, which numpy casts to and from
@@ -108,6 +112,12 @@ def build_model(
                 f"tensor {name} in {source} has shape {tuple(value.shape)}, expected {tuple(var.shape)} "
                 "for this config (wrong or corrupt checkpoint)"
             )
+        quantized = quantized_value(path, array, dtype, sharding) if int8 else None
+        if quantized is not None:
+            var.set_value(quantized)
+            del value, array, quantized
+            filled.add(path)
+            continue
         with np.errstate(
             over="ignore"
         ):  # rounds to nearest even like torch; float16 overflow is refused below
@@ -126,7 +136,7 @@ def build_model(
         raise CalibError(
             f"{source} lacks {len(missing)} tensors the {cfg.arch} model needs, e.g. {missing[0]} (incomplete checkpoint)"
         )
-    return model
+    return stack_runs(model) if int8 else model
 
 
 def _abstract_paths(model: nnx.Module):

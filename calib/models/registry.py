@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import NamedSharding
+from jax.sharding import NamedSharding, PartitionSpec
 
 from calib.cache import atomic_dir, cache_root, file_digest
 from calib.devices import data_mesh, param_shardings, param_spec
@@ -21,8 +21,9 @@ from calib.models.builtin import BUILTIN_GGUF
 from calib.models.config import ModelConfig, tiny_gemma3, tiny_llama
 from calib.models.lm import LanguageModel
 from calib.models.params import build_model
+from calib.models.quant import check_weights, quantize_model
 from calib.models.tokenizer import byte_tokenizer, load_tokenizer
-from calib.models.transformer import Transformer
+from calib.models.transformer import Transformer, stack_runs
 
 TINY = {"tiny-llama": tiny_llama, "tiny-gemma3": tiny_gemma3}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
@@ -55,39 +56,69 @@ def resolve_dtype(dtype: str) -> str:
 
 
 def load_model(
-    spec: str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = None, seed: int = 0
+    spec: str,
+    dtype: str = "float32",
+    mesh: jax.sharding.Mesh | None = None,
+    seed: int = 0,
+    weights: str = "full",
 ) -> LanguageModel:
     """A ready LanguageModel. spec: a built-in name, "gguf:PATH", "hf:PATH" or "tiny-llama"/"tiny-gemma3".
-    dtype: auto | float32 | bfloat16 | float16 | float64 (see resolve_dtype); lm.dtype_name is the resolved one."""
+    dtype: auto | float32 | bfloat16 | float16 | float64 (see resolve_dtype); lm.dtype_name is the resolved one.
+    weights: full (every tensor in dtype) | int8 (layer matrices and head as int8 with per-channel scales, computed
+    in dtype; see quant.py). The digest differs per weights mode, so artifacts never mix them."""
     dt = DTYPES[resolve_dtype(dtype)]
+    check_weights(weights)
     mesh = mesh if mesh is not None else data_mesh()
     if spec in TINY:
-        return _tiny(spec, dt, mesh, seed)
-    if spec in BUILTIN_GGUF:
-        return _from_gguf(BUILTIN_GGUF[spec](), spec, dt, mesh)
-    if spec.startswith("gguf:"):
+        lm = _tiny(spec, dt, mesh, seed, weights)
+    elif spec in BUILTIN_GGUF:
+        lm = _from_gguf(BUILTIN_GGUF[spec](), spec, dt, mesh, weights)
+    elif spec.startswith("gguf:"):
         path = os.path.expanduser(spec[5:])
-        return _from_gguf(path, Path(path).stem, dt, mesh)
-    if spec.startswith("hf:"):
-        return _from_hf(os.path.expanduser(spec[3:]), dt, mesh)
-    raise CalibError(f"unknown model {spec!r}: use one of {list_models()}, gguf:PATH or hf:PATH")
+        lm = _from_gguf(path, Path(path).stem, dt, mesh, weights)
+    elif spec.startswith("hf:"):
+        lm = _from_hf(os.path.expanduser(spec[3:]), dt, mesh, weights)
+    else:
+        raise CalibError(f"unknown model {spec!r}: use one of {list_models()}, gguf:PATH or hf:PATH")
+    if weights != "full":
+        lm.digest = weights_digest(lm.digest, weights)
+    lm.weights = weights
+    return lm
 
 
-def _tiny(spec: str, dtype, mesh, seed: int) -> LanguageModel:
+def weights_digest(digest: str, weights: str) -> str:
+    """The digest of a model loaded as `weights`: the file's digest, the mode and the quantisation code."""
+    from calib.fingerprint import module_fingerprint
+
+    return hashlib.sha256(
+        f"{digest}|{weights}|{module_fingerprint('calib.models.quant')}".encode()
+    ).hexdigest()
+
+
+def _tiny(spec: str, dtype, mesh, seed: int, weights: str) -> LanguageModel:
     cfg = TINY[spec]()
     model = Transformer(cfg, dtype=dtype, rngs=nnx.Rngs(seed))
-    _place(model, mesh, cfg)
+    if weights == "int8":
+        stack_runs(quantize_model(model))
+    _place(model, mesh, cfg, weights)
     digest = hashlib.sha256(f"{spec}|{seed}|{cfg}".encode()).hexdigest()
     return LanguageModel(spec, cfg, model, byte_tokenizer, digest, "chat", mesh=mesh)
 
 
-def _place(model: nnx.Module, mesh, cfg: ModelConfig) -> None:
+def _place(model: nnx.Module, mesh, cfg: ModelConfig, weights: str = "full") -> None:
     state = nnx.state(model)
-    nnx.update(model, jax.device_put(state, param_shardings(state, mesh, cfg)))
+    if weights != "full":  # int8 runs are stacked under a leading layer axis the rules do not know: replicated
+        shardings = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), state)
+    else:
+        shardings = param_shardings(state, mesh, cfg)
+    nnx.update(model, jax.device_put(state, shardings))
 
 
-def placement(mesh, cfg: ModelConfig):
-    """(parameter path, shape) -> its NamedSharding on `mesh` (calib.devices.PARAM_RULES), for build_model."""
+def placement(mesh, cfg: ModelConfig, weights: str = "full"):
+    """(parameter path, shape) -> its NamedSharding on `mesh` (calib.devices.PARAM_RULES), for build_model.
+    int8 weights are replicated: their stacked runs carry a leading layer axis the rules do not split (yet)."""
+    if weights != "full":
+        return NamedSharding(mesh, PartitionSpec())
     return lambda path, shape: NamedSharding(mesh, param_spec(path, tuple(shape), mesh, cfg))
 
 
@@ -113,13 +144,13 @@ def _prompt_style(folder: str) -> str:
     return "chat" if settings.get("chat_template") else "completion"
 
 
-def _from_hf(folder: str, dtype, mesh) -> LanguageModel:
+def _from_hf(folder: str, dtype, mesh, weights: str) -> LanguageModel:
     from calib.models.hf_weights import hf_config, hf_tensors
 
     if not os.path.isdir(folder):
         raise CalibError(f"HF model folder not found: {folder}")
     cfg = hf_config(folder)
-    model = build_model(cfg, hf_tensors(folder), folder, dtype, placement(mesh, cfg))
+    model = build_model(cfg, hf_tensors(folder), folder, dtype, placement(mesh, cfg, weights), weights)
     digest = hashlib.sha256(
         "|".join(file_digest(p) for p in sorted(Path(folder).glob("*.safetensors"))).encode()
     ).hexdigest()
@@ -129,7 +160,7 @@ def _from_hf(folder: str, dtype, mesh) -> LanguageModel:
     )
 
 
-def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:
+def _from_gguf(path: str, name: str, dtype, mesh, weights: str) -> LanguageModel:
     """First load converts the GGUF into safetensors + tokenizer files under the cache; later loads read those."""
     from calib.models.safetensors_io import read_safetensors
 
@@ -151,9 +182,9 @@ def _from_gguf(path: str, name: str, dtype, mesh) -> LanguageModel:
                 f"the converted copy of {path} in {folder} is damaged ({type(err).__name__}: {err}); delete that "
                 "folder and calib converts the GGUF file again"
             ) from None
-        model = build_model(cfg, tensors, path, dtype, placement(mesh, cfg))
+        model = build_model(cfg, tensors, path, dtype, placement(mesh, cfg, weights), weights)
     else:
-        cfg, model = _convert_gguf(path, folder, dtype, mesh)
+        cfg, model = _convert_gguf(path, folder, dtype, mesh, weights)
     tokenizer = functools.partial(load_tokenizer, str(folder))
     return LanguageModel(name, cfg, model, tokenizer, digest, _prompt_style(str(folder)), str(folder), mesh)
 
@@ -167,7 +198,7 @@ def conversion_code() -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
-def _convert_gguf(path: str, folder: Path, dtype, mesh) -> tuple[ModelConfig, Transformer]:
+def _convert_gguf(path: str, folder: Path, dtype, mesh, weights: str) -> tuple[ModelConfig, Transformer]:
     """Read, dequantize and check every tensor, then write the cache folder atomically (all of it or nothing)."""
     from safetensors.numpy import save_file
 
@@ -176,7 +207,7 @@ def _convert_gguf(path: str, folder: Path, dtype, mesh) -> tuple[ModelConfig, Tr
     reader = open_gguf(path)
     cfg = gguf_config(reader, path)
     tensors = gguf_state_dict(reader, cfg, path)
-    model = build_model(cfg, tensors, path, dtype, placement(mesh, cfg))
+    model = build_model(cfg, tensors, path, dtype, placement(mesh, cfg, weights), weights)
     tokenizer = load_tokenizer(os.path.dirname(path) or ".", gguf_file=os.path.basename(path))
     with atomic_dir(folder) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"))

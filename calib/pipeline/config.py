@@ -28,6 +28,9 @@ ALL = "all"  # estimators.names entry: every registered estimator whose needs th
 class ModelConfig:
     name: str = "smollm2-135m-instruct"  # built-in name, gguf:PATH, hf:PATH, tiny-llama or tiny-gemma3
     dtype: str = "auto"  # auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16 | float16 | float64
+    weights: str = (
+        "full"  # full (all tensors in dtype) | int8 (layer matrices and head as int8, computed in dtype)
+    )
     seed: int = 0  # initialisation seed of the tiny random models only
 
 
@@ -339,6 +342,7 @@ def validate(cfg: RunConfig) -> None:
     if m.name.startswith("hf:") and not os.path.isdir(os.path.expanduser(m.name[3:])):
         _fail("model.name", m.name, "the HF model folder does not exist; check the path")
     _choice("model.dtype", m.dtype, ["auto", "float32", "bfloat16", "float16", "float64"])
+    _choice("model.weights", m.weights, ["full", "int8"])
 
     t = cfg.task
     _choice("task.name", t.name, list_tasks())

@@ -79,7 +79,9 @@ def run(cfg: RunConfig, run_dir: str | Path, *, print_summary: bool = True) -> R
     lm = None
     if cfg.model.name != outside_file.NO_MODEL:
         mesh = make_mesh(cfg.devices.data, cfg.devices.model)  # this process's devices
-        lm = load_model(cfg.model.name, dtype=cfg.model.dtype, seed=cfg.model.seed, mesh=mesh)
+        lm = load_model(
+            cfg.model.name, dtype=cfg.model.dtype, seed=cfg.model.seed, mesh=mesh, weights=cfg.model.weights
+        )
         log.info("model %s loaded in %.1f s", lm.name, time.perf_counter() - t)
     style = stages.prompt_style(cfg.task, lm) if lm is not None else "completion"
     dtype = lm.dtype_name if lm is not None else cfg.model.dtype  # "auto" resolved by the loaded weights

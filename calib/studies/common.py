@@ -46,7 +46,7 @@ def prepare(cfg: RunConfig, run_dir: Path, room: int) -> Setup:
     stages.check_output_folders(cfg.artifacts_dir, run_dir)
     examples = stages.load_examples(cfg.task)
     log.info("task %s: %d questions", cfg.task.name, len(examples))
-    lm = load_model(cfg.model.name, dtype=cfg.model.dtype, seed=cfg.model.seed)
+    lm = load_model(cfg.model.name, dtype=cfg.model.dtype, seed=cfg.model.seed, weights=cfg.model.weights)
     prompts = stages.build_prompts(examples, lm, cfg.task)
     encode_prompts(lm, prompts, room)
     store = ArtifactStore(cfg.artifacts_dir)
