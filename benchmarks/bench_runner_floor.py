@@ -85,7 +85,7 @@ class Work:
         import calib.decode as decode
         from calib.semantic.embedding import EmbeddingSimilarity
 
-        generate, score, encode = decode.generate, decode.score, EmbeddingSimilarity.encode
+        generate, score, encode = decode.generate, decode.score, EmbeddingSimilarity._encode_distinct
 
         def counted_generate(lm, prompts, **kwargs):
             gens = generate(lm, prompts, **kwargs)
@@ -105,7 +105,7 @@ class Work:
                 self.lm_logits += len(cont_ids)
             return score(lm, prompts, continuations, **kwargs)
 
-        def counted_encode(backend, texts):
+        def counted_encode(backend, texts):  # the texts the encoder really runs on (not those kept by its memo)
             out = encode(backend, texts)
             distinct = list(dict.fromkeys(texts))
             encoder = backend.encoder
@@ -118,7 +118,7 @@ class Work:
             return out
 
         decode.generate, decode.score = counted_generate, counted_score
-        EmbeddingSimilarity.encode = counted_encode
+        EmbeddingSimilarity._encode_distinct = counted_encode
 
 
 class RateProbe:
