@@ -105,7 +105,9 @@ class Work:
                 self.lm_logits += len(cont_ids)
             return score(lm, prompts, continuations, **kwargs)
 
-        def counted_encode(backend, texts):  # the texts the encoder really runs on (not those kept by its memo)
+        def counted_encode(
+            backend, texts
+        ):  # the texts the encoder really runs on (not those kept by its memo)
             out = encode(backend, texts)
             distinct = list(dict.fromkeys(texts))
             encoder = backend.encoder
