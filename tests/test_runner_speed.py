@@ -26,6 +26,7 @@ class CountingEncoder:
 
     def __init__(self, model):
         self.model, self.calls = model, []
+        self.tokenizer, self.max_seq_length = model.tokenizer, model.max_seq_length
 
     def encode(self, texts, **kwargs):
         self.calls.append(list(texts))
@@ -89,3 +90,22 @@ def test_sar_with_deduplicated_encoding_equals_every_pair_encoded_alone(minilm):
     token_sar = get_estimator("token_sar")(bundle).raw
     lp, r = bundle.greedy_logprobs[0], np.clip(bundle.greedy_token_relevance[0], 0, None)
     np.testing.assert_allclose(token_sar[0], np.sum(-lp * r / r.sum()), rtol=1e-9)
+
+
+def test_batches_of_similar_token_counts_give_the_same_vectors_with_less_padding(minilm):
+    counting = CountingEncoder(minilm)
+    backend = EmbeddingSimilarity(encoder=counting, batch_size=4)
+    rng = np.random.default_rng(1)
+    texts = list(dict.fromkeys(" ".join(rng.choice(WORDS, rng.integers(1, 12))) for _ in range(40)))
+    vectors = backend.encode(texts)
+    direct = minilm.encode(texts, batch_size=4, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(vectors, direct, atol=1e-6)
+    length = {t: len(ids) for t, ids in zip(texts, minilm.tokenizer(texts)["input_ids"])}
+    assert sorted(t for call in counting.calls for t in call) == sorted(texts) and all(
+        len(c) <= 4 for c in counting.calls
+    )
+    lengths = [length[t] for call in counting.calls for t in call]
+    assert lengths == sorted(lengths)  # batches in token order
+    padded = lambda batches: sum(max(length[t] for t in b) * len(b) for b in batches)  # noqa: E731
+    by_characters = sorted(texts, key=len, reverse=True)  # sentence-transformers' own order
+    assert padded(counting.calls) <= padded([by_characters[i : i + 4] for i in range(0, len(texts), 4)])
