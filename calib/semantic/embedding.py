@@ -43,6 +43,7 @@ class EmbeddingSimilarity:
         device: str = "cpu",
         batch_size: int = 256,
         encoder: Any = None,
+        token_sorted_batches: bool = False,
     ):
         if not 0.0 < threshold <= 1.0:
             raise CalibError(
@@ -54,6 +55,9 @@ class EmbeddingSimilarity:
         self.batch_size = batch_size
         self._encoder = encoder
         self._loading = threading.Lock()
+        # off by default: batches of other texts move a vector by ~1e-7 (float32), which SAR's 1/0.001 temperature
+        # turns into up to 1.7e-6 of relative change (docs/benchmarks.md, issue 24)
+        self.token_sorted_batches = token_sorted_batches
 
     def preload(self) -> None:
         """Load the encoder in a background thread while the caller goes on: importing torch and
@@ -100,12 +104,12 @@ class EmbeddingSimilarity:
         return self._encode_distinct(distinct)[inverse]
 
     def _encode_distinct(self, texts: list[str]) -> np.ndarray:
-        """Batches of texts with similar token counts: sentence-transformers sorts a call's texts by characters,
-        which on SAR's leave-one-token-out texts pads 30% more tokens than sorting by tokens (polygraph_bench:
-        126,310 vs 100,058 tokens for 96,843 real ones), and the encoder's work is its padded tokens."""
+        """With `token_sorted_batches`, batches of texts with similar token counts: sentence-transformers sorts a
+        call's texts by characters, which on SAR's leave-one-token-out texts pads 26% more tokens than sorting by
+        tokens (polygraph_bench: 126,310 vs 100,058 for 96,843 real ones); the encoder's work is its padded tokens."""
         encoder = self.encoder
         tokenizer = getattr(encoder, "tokenizer", None)
-        if tokenizer is None or len(texts) <= self.batch_size:
+        if not self.token_sorted_batches or tokenizer is None or len(texts) <= self.batch_size:
             return self._run_encoder(texts)
         limit = getattr(encoder, "max_seq_length", None)
         ids = tokenizer(texts, truncation=limit is not None, max_length=limit)["input_ids"]
