@@ -41,7 +41,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from sentence_transformers import SentenceTransformer
 from lm_polygraph.estimators import (DegMat, Eccentricity, EigValLaplacian, KernelLanguageEntropy,
     LexicalSimilarity, MaximumSequenceProbability, MeanTokenEntropy, NumSemSets, Perplexity, PTrue,
-    PTrueSampling, SAR, SemanticEntropy, SentenceSAR, TokenSAR, Verbalized2S)
+    PTrueSampling, SAR, SemanticEntropy, SentenceSAR, TokenSAR)
 from lm_polygraph.stat_calculators.cross_encoder_similarity import CrossEncoderSimilarityMatrixCalculator
 from lm_polygraph.stat_calculators.semantic_matrix import SemanticMatrixCalculator
 from lm_polygraph.utils.model import WhiteboxModel
@@ -131,8 +131,7 @@ mark("model loaded")
 whitebox = WhiteboxModel(model, tokenizer, model_path=name, generation_parameters=params)
 estimators = [MaximumSequenceProbability(), Perplexity(), MeanTokenEntropy(), PTrue(), PTrueSampling(),
               LexicalSimilarity("rougeL"), NumSemSets(), EigValLaplacian(), DegMat(), Eccentricity(),
-              SemanticEntropy(), KernelLanguageEntropy(), TokenSAR(), SentenceSAR(), SAR(),
-              Verbalized2S(spec["confidence_prompt"], r"(\d+(?:\.\d+)?)", max_new_tokens=12)]
+              SemanticEntropy(), KernelLanguageEntropy(), TokenSAR(), SentenceSAR(), SAR()], r"(\d+(?:\.\d+)?)", max_new_tokens=12)]
 manager = UEManager(Dataset(spec["prompts"], [""] * len(spec["prompts"]), batch_size=1), whitebox, estimators,
                     available_stat_calculators=calculators,
                     builder_env_stat_calc=BuilderEnvironmentStatCalculator(whitebox),
@@ -188,7 +187,6 @@ def polygraph_available(python: str | None) -> bool:
 def run_polygraph(python: str, workdir: Path, questions: int, tokens: int, samples: int) -> dict:
     """LM-Polygraph's UEManager on the same prompts in its own environment: the same GGUF dequantized to fp32 by
     transformers, the same MiniLM folder for its NLI / cross-encoder statistics (offline)."""
-    from calib.estimators.reflexive import NUMERIC_TEMPLATE
     from calib.models.builtin import BUILTIN_GGUF
     from calib.semantic.embedding import default_model_path
     from calib.tasks import load_task
@@ -206,7 +204,6 @@ def run_polygraph(python: str, workdir: Path, questions: int, tokens: int, sampl
         "seed": 0,
         "prompts": [f"Q: {ex.question}\nA:" for ex in task],
         "max_new_tokens": tokens,
-        "confidence_prompt": NUMERIC_TEMPLATE.split("\n")[2],
     }
     (workdir / "polygraph.json").write_text(json.dumps(spec))
     (workdir / "polygraph.py").write_text(POLYGRAPH_SCRIPT)
