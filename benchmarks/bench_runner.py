@@ -10,7 +10,8 @@ polygraph_bench.yaml). Reference: LM-Polygraph 0.7.0 took 538 s for this on thes
 Each calib run uses a fresh artifact store, so generation really happens; "cold" also disables JAX's persistent
 compilation cache (a first run on a new machine), "warm" keeps it (every later run). The JSON goes to
 benchmarks/results/bench_runner.json. LM-Polygraph is run only when $LM_POLYGRAPH_PYTHON names a Python in which
-`import lm_polygraph` works (it is heavy and needs its NLI model from the hub, so it lives in its own env).
+`import lm_polygraph` works (its own venv, see docs/benchmarks.md), offline, with its NLI and cross-encoder models
+replaced by the MiniLM cosine calib uses.
 """
 
 from __future__ import annotations
