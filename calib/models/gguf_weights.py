@@ -76,6 +76,7 @@ KNOWN_KEYS = {
     "rope.scaling.original_context_length",  # informational for linear scaling (the only type calib runs)
     "rope.scaling.finetuned",
 }
+DEQUANT_CHUNK_BYTES = 1 << 24  # float32 bytes per dequantized chunk of a quantized tensor
 ROPE_FREQS = ("rope_freqs.weight", "rope_freqs")  # llama.cpp's per-frequency RoPE divisors (Llama 3 scaling)
 
 
@@ -260,7 +261,7 @@ def _dequantize(tensor, shape: tuple[int, ...], path: str) -> np.ndarray:
         if rows < 2 or int(np.prod(shape)) % rows:
             return np.asarray(gguf.quants.dequantize(data, tensor.tensor_type), dtype=np.float32)
         out = np.empty((rows, int(np.prod(shape)) // rows), np.float32)
-        step = max(1, (1 << 24) // (out.shape[1] * 4))
+        step = max(1, DEQUANT_CHUNK_BYTES // (out.shape[1] * 4))
         for first in range(0, rows, step):
             chunk = gguf.quants.dequantize(data[first : first + step], tensor.tensor_type)
             out[first : first + step] = np.asarray(chunk, np.float32).reshape(-1, out.shape[1])
