@@ -6,6 +6,7 @@ Converting to transformers names lets GGUF and HF folders share one path (params
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -75,6 +76,7 @@ KNOWN_KEYS = {
     "rope.scaling.original_context_length",  # informational for linear scaling (the only type calib runs)
     "rope.scaling.finetuned",
 }
+DEQUANT_CHUNK_BYTES = 1 << 24  # float32 bytes per dequantized chunk of a quantized tensor
 ROPE_FREQS = ("rope_freqs.weight", "rope_freqs")  # llama.cpp's per-frequency RoPE divisors (Llama 3 scaling)
 
 
@@ -231,29 +233,52 @@ def _hf_name(arch: str, name: str) -> str | None:
     return None if target is None else target.format(i=layer)
 
 
-def gguf_state_dict(reader, cfg: ModelConfig, path: str) -> dict[str, np.ndarray]:
-    """Dequantize every tensor to float32 under its transformers name, with the Llama and Gemma fix-ups."""
-    import gguf
-
-    gguf_arch = field_value(reader, "general.architecture")
-    permuted = LLAMA_LIKE.get(gguf_arch, False)
-    out = {}
+def gguf_plan(reader, cfg: ModelConfig, path: str) -> list[tuple[object, str, tuple[int, ...]]]:
+    """(GGUF tensor, transformers name, float32 shape) of every tensor the model takes, in file order, checked
+    before any is dequantized: an unknown tensor is refused before a cache file is started."""
+    plan = []
     for tensor in reader.tensors:
-        name = _hf_name(cfg.arch, tensor.name)
         if tensor.name in ROPE_FREQS:
             continue  # read into cfg.rope_freq_factors by gguf_config
+        name = _hf_name(cfg.arch, tensor.name)
         if name is None:
             raise CalibError(
                 f"GGUF file {path}: tensor {tensor.name} is not implemented by calib's {cfg.arch} model (it "
                 "would change the computation); use a supported model"
             )
-        try:
-            w = np.asarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
-        except Exception as err:
-            raise CalibError(
-                f"cannot dequantize tensor {tensor.name} in {path}: {err} (corrupt file?)"
-            ) from None
-        expected = tuple(int(d) for d in reversed(tensor.shape))
+        plan.append((tensor, name, tuple(int(d) for d in reversed(tensor.shape))))
+    return plan
+
+
+def _dequantize(tensor, shape: tuple[int, ...], path: str) -> np.ndarray:
+    """One tensor as float32, quantized rows dequantized in chunks of ~16 MB into the output: gguf's numpy
+    dequantizers make several full-size temporaries, which for a 262k-row embedding is gigabytes."""
+    import gguf
+
+    data = tensor.data
+    try:
+        rows = data.shape[0] if data.ndim == 2 and data.dtype == np.uint8 else 0
+        if rows < 2 or int(np.prod(shape)) % rows:
+            return np.asarray(gguf.quants.dequantize(data, tensor.tensor_type), dtype=np.float32)
+        out = np.empty((rows, int(np.prod(shape)) // rows), np.float32)
+        step = max(1, DEQUANT_CHUNK_BYTES // (out.shape[1] * 4))
+        for first in range(0, rows, step):
+            chunk = gguf.quants.dequantize(data[first : first + step], tensor.tensor_type)
+            out[first : first + step] = np.asarray(chunk, np.float32).reshape(-1, out.shape[1])
+        return out
+    except Exception as err:
+        raise CalibError(f"cannot dequantize tensor {tensor.name} in {path}: {err} (corrupt file?)") from None
+
+
+def gguf_tensors(
+    reader, cfg: ModelConfig, path: str, plan: list | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(transformers name, float32 array) one tensor at a time, with the Llama and Gemma fix-ups; nothing is kept,
+    so a caller that casts and places each tensor holds one float32 tensor at a time, not the float32 model."""
+    gguf_arch = field_value(reader, "general.architecture")
+    permuted = LLAMA_LIKE.get(gguf_arch, False)
+    for tensor, name, expected in plan if plan is not None else gguf_plan(reader, cfg, path):
+        w = _dequantize(tensor, expected, path)
         w = w.reshape(expected) if w.size == int(np.prod(expected)) else w
         if permuted and name.endswith(("q_proj.weight", "k_proj.weight")):
             heads = cfg.num_heads if name.endswith("q_proj.weight") else cfg.num_kv_heads
@@ -262,11 +287,13 @@ def gguf_state_dict(reader, cfg: ModelConfig, path: str) -> dict[str, np.ndarray
                     f"tensor {tensor.name} in {path} has shape {tuple(w.shape)}, expected "
                     f"({heads * cfg.head_dim}, {cfg.embed_dim}) for this config (wrong or corrupt checkpoint)"
                 )
-        if permuted and name.endswith("q_proj.weight"):
-            w = _unpermute(w, cfg.num_heads)
-        elif permuted and name.endswith("k_proj.weight"):
-            w = _unpermute(w, cfg.num_kv_heads)
+            w = _unpermute(w, heads)
         if cfg.norm_plus_one and name.endswith("norm.weight"):
-            w = w - 1.0  # GGUF stores Gemma norm weights as w + 1
-        out[name] = np.ascontiguousarray(w)
-    return out
+            w = w - 1.0  # GGUF stores Gemma norm weights as w + 1 (w may be the read-only mapped file)
+        yield name, np.ascontiguousarray(w)
+        del w
+
+
+def gguf_state_dict(reader, cfg: ModelConfig, path: str) -> dict[str, np.ndarray]:
+    """Every tensor as float32 under its transformers name (all in memory: for tests and small files)."""
+    return dict(gguf_tensors(reader, cfg, path))

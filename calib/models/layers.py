@@ -3,8 +3,11 @@ D model dim, N query heads, K kv heads, G query heads per kv head, H head dim, F
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from calib.models.config import ModelConfig
@@ -46,17 +49,44 @@ class RMSNorm(nnx.Module):
         return (y * (1.0 + w if self.plus_one else w)).astype(x.dtype)
 
 
+ROPE_DIGIT, ROPE_LEVELS = 256, 3  # positions as 3 base-256 digits: exact tables cover 2**24 positions
+
+
+@functools.lru_cache(maxsize=64)
+def rope_tables(half: int, base: float, divisors: tuple[float, ...]) -> np.ndarray:
+    """cos and sin of digit * 256**level * inv_freq, computed in float64 on the host: [levels, 2, 256, half].
+    Why: in float32, `position * inv_freq` rounds the angle to ulp(angle) (3e-5 rad at position 800) before cos/sin
+    see it, and that error was the largest part of calib's float32 distance from a float64 forward pass on long
+    prompts (docs/architecture.md, Models). Products of table entries are off by a few float32 ulps at any position."""
+    inv_freq = 1.0 / base ** (np.arange(half, dtype=np.float64) / half)
+    if divisors:
+        inv_freq = inv_freq / np.asarray(divisors, np.float64)
+    digits = np.arange(ROPE_DIGIT, dtype=np.float64)[:, None]
+    angles = np.stack([digits * float(ROPE_DIGIT**level) * inv_freq for level in range(ROPE_LEVELS)])
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+def rope_cos_sin(positions: jax.Array, half: int, base: float, divisors: tuple[float, ...], dtype):
+    """cos, sin of positions * inv_freq [B, T, half] in dtype, by the angle-addition formula over the digits of
+    the position (cos(a + b) = cos a cos b - sin a sin b): no float32 angle is ever formed."""
+    tables = jnp.asarray(rope_tables(half, float(base), tuple(divisors)), dtype)
+    pos = positions.astype(jnp.int32)
+    cos, sin = None, None
+    for level in range(ROPE_LEVELS):
+        digit = (pos // ROPE_DIGIT**level) % ROPE_DIGIT
+        c, s = tables[level, 0][digit], tables[level, 1][digit]
+        cos, sin = (c, s) if cos is None else (cos * c - sin * s, sin * c + cos * s)
+    return cos, sin
+
+
 def apply_rope(
     x: jax.Array, positions: jax.Array, base: float, divisors: tuple[float, ...] = ()
 ) -> jax.Array:
     """Rotary embedding, half-split ("rotate_half") convention as in transformers. x: [B, T, N, H]. divisors
     (one per frequency, static) scale the inverse frequencies down: linear and Llama 3 RoPE scaling."""
     half, w = x.shape[-1] // 2, wide(x.dtype)
-    inv_freq = 1.0 / (base ** (jnp.arange(0, half, dtype=w) / half))
-    if divisors:
-        inv_freq = inv_freq / jnp.asarray(divisors, w)
-    angles = positions[..., None].astype(w) * inv_freq  # [B, T, H/2]
-    cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+    cos, sin = rope_cos_sin(positions, half, base, divisors, w)
+    cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     x1, x2 = x[..., :half].astype(w), x[..., half:].astype(w)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x.dtype)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -107,7 +108,9 @@ def _tiny(spec: str, dtype, mesh, seed: int, weights: str) -> LanguageModel:
 
 def _place(model: nnx.Module, mesh, cfg: ModelConfig, weights: str = "full") -> None:
     state = nnx.state(model)
-    if weights != "full":  # int8 runs are stacked under a leading layer axis the rules do not know: replicated
+    if (
+        weights != "full"
+    ):  # int8 runs are stacked under a leading layer axis the rules do not know: replicated
         shardings = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), state)
     else:
         shardings = param_shardings(state, mesh, cfg)
@@ -199,18 +202,37 @@ def conversion_code() -> str:
 
 
 def _convert_gguf(path: str, folder: Path, dtype, mesh, weights: str) -> tuple[ModelConfig, Transformer]:
-    """Read, dequantize and check every tensor, then write the cache folder atomically (all of it or nothing)."""
-    from safetensors.numpy import save_file
-
-    from calib.models.gguf_weights import gguf_config, gguf_state_dict, open_gguf
+    """Dequantize one tensor at a time: append it (float32, exact, so any dtype loads from the cache alike) to the
+    cache file and place it on the device in the target dtype, before the next is read. Host memory peaks near the
+    largest float32 tensor plus the target-dtype model. The folder is published atomically (all of it or nothing)."""
+    from calib.models.gguf_weights import gguf_config, gguf_plan, gguf_tensors, open_gguf
+    from calib.models.safetensors_io import SafetensorsWriter
 
     reader = open_gguf(path)
     cfg = gguf_config(reader, path)
-    tensors = gguf_state_dict(reader, cfg, path)
-    model = build_model(cfg, tensors, path, dtype, placement(mesh, cfg, weights), weights)
-    tokenizer = load_tokenizer(os.path.dirname(path) or ".", gguf_file=os.path.basename(path))
-    with atomic_dir(folder) as tmp:
-        save_file(tensors, str(tmp / "model.safetensors"))
+    plan = gguf_plan(reader, cfg, path)
+    specs = [(name, np.dtype(np.float32), shape) for _, name, shape in plan]
+    with atomic_dir(folder) as tmp, SafetensorsWriter(tmp / "model.safetensors", specs) as writer:
+
+        def written(stream):
+            for name, array in stream:
+                writer.write(name, array)
+                yield name, array
+                del array
+
+        model = build_model(
+            cfg,
+            written(gguf_tensors(reader, cfg, path, plan)),
+            path,
+            dtype,
+            placement(mesh, cfg, weights),
+            weights,
+        )
+        del (
+            plan,
+            reader,
+        )  # the reader's parsed metadata (a 262k-token vocabulary: ~0.7 GB) before the tokenizer's
+        tokenizer = load_tokenizer(os.path.dirname(path) or ".", gguf_file=os.path.basename(path))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "calib_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     return cfg, model

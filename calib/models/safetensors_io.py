@@ -114,3 +114,52 @@ def _read(entries: list) -> Iterator[tuple[str, np.ndarray]]:
         if got != size:
             raise CalibError(f"{file} ended inside tensor {name!r} (truncated file); re-download it")
         yield name, buffer.view(_DTYPES[info["dtype"]]).reshape(info["shape"])
+
+
+class SafetensorsWriter:
+    """Write a safetensors file one tensor at a time: the header is laid out up front from the (name, dtype, shape)
+    of every tensor, then each array is appended as it arrives, so the writer never holds more than the one array it
+    is given (safetensors' save_file needs the whole dict and serialises it into one more buffer)."""
+
+    def __init__(self, file: str | os.PathLike, specs: list[tuple[str, np.dtype, tuple[int, ...]]]):
+        names = {dtype: name for name, dtype in _DTYPES.items()}
+        header, offset = {}, 0
+        for name, dtype, shape in specs:
+            size = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+            header[name] = {
+                "dtype": names[np.dtype(dtype)],
+                "shape": list(shape),
+                "data_offsets": [offset, offset + size],
+            }
+            offset += size
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as the safetensors library writes it
+        self.pending = list(specs)
+        self.file = open(file, "wb")  # noqa: SIM115 (closed by close(), also on error)
+        self.file.write(len(raw).to_bytes(8, "little") + raw)
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        """Append the next tensor; it must be the next one of the specs, in dtype and shape."""
+        expected = self.pending.pop(0) if self.pending else None
+        if expected is None or (expected[0], np.dtype(expected[1]), tuple(expected[2])) != (
+            name,
+            array.dtype,
+            tuple(array.shape),
+        ):
+            raise ValueError(f"tensor {name} {array.dtype}{tuple(array.shape)} is not the next of {expected}")
+        self.file.write(np.ascontiguousarray(array).data)
+
+    def close(self) -> None:
+        """Close the file; every tensor of the specs must have been written."""
+        self.file.close()
+        if self.pending:
+            raise ValueError(f"{len(self.pending)} tensors were never written, e.g. {self.pending[0][0]}")
+
+    def __enter__(self) -> SafetensorsWriter:
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.file.close()
