@@ -57,9 +57,15 @@ def test_every_output_is_written(first):
     for section in ("## Accuracy", "## Estimators", "## Figures", "## Provenance", "## Config", "tiny-llama"):
         assert section in report
 
-    # Every registered estimator runs, except those that need revise passes (this run does not revise).
+    # Every registered estimator runs, except those that need revise passes (this run does not revise) or a
+    # trained calibration-tuning artifact (none is given).
     skipped = result.manifest["summary"]["skipped_estimators"]
-    assert all(why == "needs passes" for why in skipped.values())
+    assert all(why in ("needs passes", "needs trained") for why in skipped.values())
+    assert {n for n, why in skipped.items() if why == "needs trained"} == {
+        "calibration_tuned",
+        "probe",
+        "multi_hypothesis_tuned",
+    }
     everything = set(list_estimators()) - set(skipped)
     assert {"msp", "p_true", "verbalized", "semantic_entropy", "sar", "multi_hypothesis"} <= everything
     results = pd.read_parquet(run_dir / "results.parquet")
