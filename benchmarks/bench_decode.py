@@ -94,10 +94,25 @@ def _length_until_eos(row: list[int], eos: int) -> int:
 
 def bench_llama_cpp(path: str, workload: str) -> dict | None:
     try:
-        from llama_cpp import Llama
+        import llama_cpp.llama as llama_module
     except ImportError:
         return None
-    llm = Llama(model_path=path, n_threads=os.cpu_count(), n_ctx=512, verbose=False, seed=0)
+    # llama-cpp-python 0.3.36 segfaults while decoding when its CPU backend repacks Q4_1 tensors for AMX (the
+    # "extra buffer types" of Xeons with AMX, as this machine has); load without them, as llama.cpp's
+    # --no-extra-bufts does. Llama() takes no argument for it, so its default-params function is wrapped while it
+    # loads, and restored.
+    defaults = llama_module.llama_cpp.llama_model_default_params
+
+    def without_extra_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    llama_module.llama_cpp.llama_model_default_params = without_extra_buffers
+    try:
+        llm = llama_module.Llama(model_path=path, n_threads=os.cpu_count(), n_ctx=512, verbose=False, seed=0)
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = defaults
     prompts = PROMPTS if workload == "W1" else PROMPTS[:1]
     tokens, start = 0, time.perf_counter()
     for p in prompts:
