@@ -119,6 +119,16 @@ def attention_score(diagonal: np.ndarray) -> float:
     return float(np.mean(np.sum(np.log(np.asarray(diagonal, dtype=np.float64) + 1e-12), axis=-1)))
 
 
+def _per_answer(bundle: Bundle, score) -> np.ndarray:
+    """score(log-probs, attention statistics) of each greedy answer; NaN for an empty answer."""
+    return np.asarray(
+        [
+            score(lp, stats) if len(lp) else np.nan
+            for lp, stats in zip(bundle.greedy_logprobs, bundle.greedy_attention)
+        ]
+    )
+
+
 @register_estimator
 class RAUQ:
     """RAUQ with α = 0.2 (LM-Polygraph's default for base models; its instruction-tuned default is α = 0.5)."""
@@ -131,15 +141,12 @@ class RAUQ:
         self.alpha = alpha
 
     def __call__(self, bundle: Bundle) -> EstimatorResult:
-        raw = []
-        for lp, stats in zip(bundle.greedy_logprobs, bundle.greedy_attention):
-            if not len(lp):
-                raw.append(np.nan)
-                continue
+        def one(lp: np.ndarray, stats: np.ndarray) -> float:
             t, s = len(lp), stats.shape[-1]
             previous = stats[:, :, 0, s - t : s - 1]  # A[P + j − 1, P + j − 1] for j = 1 .. T − 1
-            raw.append(rauq(lp, previous, self.alpha, middle_layers(stats.shape[0])))
-        raw = np.asarray(raw)
+            return rauq(lp, previous, self.alpha, middle_layers(stats.shape[0]))
+
+        raw = _per_answer(bundle, one)
         return EstimatorResult(confidence=np.exp(-raw), raw=raw, higher_raw_means="uncertain")
 
 
@@ -156,14 +163,11 @@ class AttentionScore:
         self.layer = layer
 
     def __call__(self, bundle: Bundle) -> EstimatorResult:
-        raw = []
-        for lp, stats in zip(bundle.greedy_logprobs, bundle.greedy_attention):
-            if not len(lp):
-                raw.append(np.nan)
-                continue
+        def one(lp: np.ndarray, stats: np.ndarray) -> float:
             layer = stats.shape[0] // 2 if self.layer is None else self.layer
-            raw.append(attention_score(stats[layer, :, 0]))
-        raw = np.asarray(raw)
+            return attention_score(stats[layer, :, 0])
+
+        raw = _per_answer(bundle, one)
         return EstimatorResult(
             confidence=1.0 / (1.0 - np.minimum(raw, 0.0)), raw=raw, higher_raw_means="confident"
         )
