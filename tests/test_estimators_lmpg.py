@@ -1,8 +1,10 @@
 """calib's estimators fed LM-Polygraph 0.7.0's inputs agree with LM-Polygraph's own outputs on them.
 
 tests/fixtures/lmpg_070/saved.json holds small fixed inputs (full greedy log-prob distributions, sample log-likelihoods,
-an entailment matrix) and what LM-Polygraph 0.7.0's estimator code returned on them (made by make_fixture.py beside
-it). Every difference allowed here is a definitional one written in docs/estimators.md's table.
+an entailment matrix, attention, SAR's token and sentence similarities, sample embeddings, a question-free model's
+distributions, P(True) replies by prompt) and what LM-Polygraph 0.7.0's estimator code returned on them (made by
+make_fixture.py beside it). Every difference allowed here is a definitional one written in docs/estimators.md's table,
+and the test computes LM-Polygraph's variant from calib's numbers to show it is the only one.
 """
 
 from __future__ import annotations
@@ -336,3 +338,21 @@ def test_p_true_sampling_builds_lm_polygraphs_prompt_and_reads_its_number():
     bundle = Bundle(greedy, base.samples, base.examples, score_fn=score_fn)
     raw = get_estimator("p_true_sampling")(bundle).raw
     np.testing.assert_allclose(-raw, LMPG["PTrueSampling"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("lmpg", ["SemanticEntropy_sum", "SemanticEntropy_unique"])
+def test_lm_polygraphs_likelihood_semantic_entropy_is_another_formula(bundle, lmpg):
+    """LM-Polygraph's SemanticEntropy (class_probability_estimation="sum") from calib's clusters and sample
+    log-likelihoods: -(1/K) Σ_k log Σ_{j ∈ c(s_k)} exp(Σ_t ℓ_j,t), unnormalised sequence likelihoods. calib's
+    `semantic_entropy` (Farquhar et al.: length-normalised, normalised over the samples, -Σ_c p log p) is a different
+    number (docs/estimators.md, "Semantic entropy"). The fixture's samples are all distinct, so its
+    use_unique_responses form is the same number here."""
+    assert all(len(set(row)) == len(row) for row in DATA["sample_texts"])
+    theirs = []
+    for labels, lps in zip(bundle.clusters, bundle.sample_logprobs):
+        seq = np.array([lp.sum() for lp in lps])
+        class_lp = {c: np.logaddexp.reduce(seq[labels == c]) for c in set(labels.tolist())}
+        theirs.append(-np.mean([class_lp[c] for c in labels.tolist()]))
+    np.testing.assert_allclose(theirs, LMPG[lmpg], rtol=0, atol=1e-6)
+    ours = get_estimator("semantic_entropy_unique" if "unique" in lmpg else "semantic_entropy")(bundle).raw
+    assert np.max(np.abs(ours - np.asarray(LMPG[lmpg]))) > 0.1
