@@ -8,7 +8,8 @@ One JSON object per line (or Parquet row) and question: `id`, `question`, `answe
 top_logprobs}`), or a whole response whose `choices` are the answers. Tokens written `token_id:N` (vLLM's
 --return-tokens-as-token-ids) are token ids. calib extensions: `logprobs.token_ids` and `logprobs.entropies`.
 Optional precomputed statistics, used instead of computing them: `similarity` ([K+1, K+1] over [greedy, samples],
-with optional `equivalent`) and `p_true` (P(True) of the greedy answer).
+with optional `equivalent`), `p_true` (P(True) of the greedy answer) and `token_relevance` (SAR's relevance of each
+token of [greedy, sample 1..K]).
 Every bad row is one CalibError naming the file, the line and the field.
 """
 
@@ -55,6 +56,9 @@ class OutsideGenerations:
     similarity: np.ndarray | None = None  # [N, K+1, K+1] over [greedy, sample 1..K], when every row gives one
     equivalent: np.ndarray | None = None  # [N, K+1, K+1] bool
     p_true: np.ndarray | None = None  # [N] P(True) of the greedy answer, when every row gives one
+    token_relevance: list[list[np.ndarray]] | None = (
+        None  # [N][K+1] per-token relevance over [greedy, samples]
+    )
 
     @property
     def num_samples(self) -> int:
@@ -258,6 +262,29 @@ def _precomputed(
     return sim, eq, p_true
 
 
+def _relevance(where: str, record: dict, answers: list[Answer]) -> list[np.ndarray] | None:
+    """SAR's token relevance of one row: one list of numbers >= 0 per answer of [greedy, sample 1..K], one number
+    per token of that answer; None when the row does not give it."""
+    if "token_relevance" not in record:
+        return None
+    value = record["token_relevance"]
+    if not isinstance(value, list) or len(value) != len(answers):
+        raise _fail(
+            where,
+            "token_relevance",
+            f"must be a list of {len(answers)} lists over [greedy, sample 1..{len(answers) - 1}]",
+        )
+    out = []
+    for j, (answer, row) in enumerate(zip(answers, value)):
+        if answer.logprobs is None:
+            raise _fail(where, f"token_relevance[{j}]", "needs that answer's tokens and their log-probs")
+        numbers = np.asarray(_numbers(where, f"token_relevance[{j}]", row, len(answer.logprobs)))
+        if not np.all(np.isfinite(numbers) & (numbers >= 0)):
+            raise _fail(where, f"token_relevance[{j}]", "must hold finite numbers >= 0 (1 - similarity)")
+        out.append(numbers)
+    return out
+
+
 EQUIVALENT_AT = (
     0.5  # without `equivalent`, two answers are equivalent when their similarity is >= this both ways
 )
@@ -283,7 +310,7 @@ def read_generations_file(path: str | Path) -> OutsideGenerations:
         )
     parquet = file.suffix.lower() in (".parquet", ".pq")
     records = _parquet_records(file) if parquet else _records(file, "jsonl")
-    examples, prompts, greedy, samples, seen, extra = [], [], [], [], {}, []
+    examples, prompts, greedy, samples, seen, extra, relevance = [], [], [], [], {}, [], []
     for where, record in records:
         ex = _example(where, record, len(examples), file.stem)
         if ex.id in seen:
@@ -312,6 +339,7 @@ def read_generations_file(path: str | Path) -> OutsideGenerations:
         greedy.append(g)
         samples.append(s)
         extra.append(_precomputed(where, record, 1 + len(s)))
+        relevance.append(_relevance(where, record, [*g, *s]))
     if not examples:
         raise CalibError(f"{file}: no questions in the generations file")
     similarity = _all_or_none(file, "similarity", [e[0] for e in extra])
@@ -320,6 +348,7 @@ def read_generations_file(path: str | Path) -> OutsideGenerations:
             f"{file}: field 'similarity' needs samples; give K >= 2 samples per question or drop it"
         )
     p_true = _all_or_none(file, "p_true", [e[2] for e in extra])
+    token_relevance = _all_or_none(file, "token_relevance", relevance)
     every = [a for row in (*greedy, *samples) for a in row]
     stats = all(a.logprobs is not None for a in every)
     ids = stats and all(a.ids is not None for a in every)
@@ -335,6 +364,7 @@ def read_generations_file(path: str | Path) -> OutsideGenerations:
         similarity=None if similarity is None else np.stack(similarity),
         equivalent=None if similarity is None else np.stack([e[1] for e in extra]),
         p_true=None if p_true is None else np.asarray(p_true, dtype=np.float64),
+        token_relevance=token_relevance,
     )
 
 
@@ -439,7 +469,11 @@ def needs_for(outside: OutsideGenerations, has_model: bool) -> frozenset:
     )
     if outside.p_true is not None:
         needs |= {Need.P_TRUE}
-    return needs if outside.has_token_ids else needs - {Need.DECODE}
+    if not outside.has_token_ids:
+        needs -= {Need.DECODE}
+    if outside.token_relevance is not None and outside.has_token_stats:
+        needs |= {Need.DECODE}  # SAR decodes tokens only to compute relevance, which the file gives
+    return needs
 
 
 class NoModel:
@@ -461,7 +495,8 @@ def fit_bundle(lm: Any, outside: OutsideGenerations | None, *args: Any, **kwargs
 
 
 def fill_precomputed(bundle: Any, outside: OutsideGenerations) -> None:
-    """The file's similarity matrices and P(True) values stand in for the backend's and the model's."""
+    """The file's similarity matrices, P(True) values and token relevance stand in for the backend's and the
+    model's."""
     from calib.semantic.base import Comparison
 
     if outside.similarity is not None:
@@ -469,6 +504,11 @@ def fill_precomputed(bundle: Any, outside: OutsideGenerations) -> None:
         bundle.fill_shared_statistics(comparisons=comparisons)
     if outside.p_true is not None:
         bundle.given_p_true = outside.p_true
+    if outside.token_relevance is not None:
+        given = {"greedy_token_relevance": [row[0] for row in outside.token_relevance]}
+        if outside.samples is not None:
+            given["sample_token_relevance"] = [row[1:] for row in outside.token_relevance]
+        bundle.fill_shared_statistics(**given)
 
 
 def run_generations(
