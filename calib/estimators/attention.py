@@ -48,43 +48,71 @@ def attention_probabilities(attn, x: jax.Array, positions: jax.Array, rope, wind
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _attention_pass(graphdef, params, ids: jax.Array, length: jax.Array) -> jax.Array:
-    """ids [1, S] (real tokens first, `length` of them) -> [L, H, 2, S]: diagonal and row `length` − 1."""
+    """ids [B, S] (each row's real tokens first, `length[b]` of them, then padding) -> [B, L, H, 2, S]: the diagonal
+    and row `length[b]` − 1. Causal attention keeps a row's real positions blind to the padding after them, so a
+    sequence gives the same numbers alone or in a batch."""
     model = nnx.merge(graphdef, params)
     emb = model.embedding[...]
     x = jnp.take(emb, ids, axis=0)
     if model.cfg.scale_embeddings:
         x = x * jnp.asarray(model.cfg.embed_dim**0.5, dtype=emb.dtype)
-    positions = jnp.arange(ids.shape[1])[None, :]
+    positions = jnp.broadcast_to(jnp.arange(ids.shape[1])[None, :], ids.shape)
+    rows = (length - 1)[:, None, None, None]  # [B, 1, 1, 1]: each sequence's last real position
     out = []
     for block in model.blocks:
         probs = attention_probabilities(
             block.attn, block.pre_attn_norm(x), positions, block.rope, block.window
-        )[0]
-        diagonal = jnp.diagonal(probs, axis1=-2, axis2=-1)  # [H, S]
-        last = jax.lax.dynamic_index_in_dim(probs, length - 1, axis=1, keepdims=False)  # [H, S]
-        out.append(jnp.stack([diagonal, last], axis=1).astype(jnp.float32))
+        )  # [B, H, S, S]
+        diagonal = jnp.diagonal(probs, axis1=-2, axis2=-1)  # [B, H, S]
+        last = jnp.take_along_axis(probs, rows, axis=2)[:, :, 0]  # [B, H, S]
+        out.append(jnp.stack([diagonal, last], axis=2).astype(jnp.float32))
         x, _ = block(x, positions, None)
-    return jnp.stack(out)
+    return jnp.stack(out, axis=1)
+
+
+PROBABILITY_BYTES = 256 << 20
+"""Budget for one layer's [B, H, S, S] float32 probabilities in a batch: B shrinks as S grows."""
+
+
+def batch_size(length: int, heads: int, limit: int = 32) -> int:
+    """Sequences per attention pass at bucketed length `length`: the largest power of two ≤ `limit` whose one-layer
+    probabilities fit PROBABILITY_BYTES (at least 1). Powers of two keep the compiled shapes few."""
+    fit = max(1, PROBABILITY_BYTES // (4 * heads * length * length))
+    return 1 << (min(fit, limit).bit_length() - 1)
 
 
 def attention_statistics(
-    lm, prompts: Sequence[str], answers: Sequence[Sequence[int]], suffix: str = ""
+    lm, prompts: Sequence[str], answers: Sequence[Sequence[int]], suffix: str = "", batch: int | None = 1
 ) -> list[np.ndarray]:
     """[L, H, 2, P + T] per (prompt, answer token ids): the self-attention diagonal and the last position's row of
-    every layer and head over prompt + answer, one sequence at a time (lengths bucketed to limit recompiles).
+    every layer and head over prompt + answer. Sequences of the same length bucket run together, `batch` at a time
+    (None: `batch_size` of the bucket, capped at the bucket's sequence count rounded up to a power of two); a short
+    last batch is filled with copies of its first sequence, so each bucket compiles one shape. The default, 1, is one
+    sequence per pass: on CPU, batches measured slower (docs/benchmarks.md, "Attention pass in batches"), and a
+    batch changes float32 reduction order (a few 10⁻⁶ in the weights).
 
     With a `suffix` (CSL's "Decision:"), its tokens follow the answer and the last row is the query at the suffix's
     end, still over the P + T positions of prompt + answer."""
     graphdef, params = lm.graphdef_and_state
     tail = lm.tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
-    out = []
-    for prompt, answer in zip(prompts, answers):
-        head = lm.encode(prompt) + [int(t) for t in answer]
-        ids = head + list(tail)
-        padded = np.full((1, bucket_length(len(ids))), lm.config.pad_id, np.int32)
-        padded[0, : len(ids)] = ids
-        stats = _attention_pass(graphdef, params, jnp.asarray(padded), jnp.int32(len(ids)))
-        out.append(np.asarray(stats)[..., : len(head)])
+    heads = [lm.encode(prompt) + [int(t) for t in answer] for prompt, answer in zip(prompts, answers)]
+    sequences = [head + list(tail) for head in heads]
+    buckets: dict[int, list[int]] = {}
+    for i, ids in enumerate(sequences):
+        buckets.setdefault(bucket_length(len(ids)), []).append(i)
+    out: list[np.ndarray | None] = [None] * len(sequences)
+    for length, members in sorted(buckets.items()):
+        size = batch or min(batch_size(length, lm.config.num_heads), 1 << (len(members) - 1).bit_length())
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            rows = chunk + [chunk[0]] * (size - len(chunk))
+            padded = np.full((size, length), lm.config.pad_id, np.int32)
+            for r, i in enumerate(rows):
+                padded[r, : len(sequences[i])] = sequences[i]
+            lengths = jnp.asarray([len(sequences[i]) for i in rows], jnp.int32)
+            stats = np.asarray(_attention_pass(graphdef, params, jnp.asarray(padded), lengths))
+            for r, i in enumerate(chunk):
+                out[i] = stats[r, ..., : len(heads[i])]
     return out
 
 
