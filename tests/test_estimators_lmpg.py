@@ -356,3 +356,10 @@ def test_lm_polygraphs_likelihood_semantic_entropy_is_another_formula(bundle, lm
     np.testing.assert_allclose(theirs, LMPG[lmpg], rtol=0, atol=1e-6)
     ours = get_estimator("semantic_entropy_unique" if "unique" in lmpg else "semantic_entropy")(bundle).raw
     assert np.max(np.abs(ours - np.asarray(LMPG[lmpg]))) > 0.1
+
+
+def test_rouge2_lexical_similarity_agrees_with_lm_polygraph(bundle):
+    """The table's `lexical_similarity` with metric="rouge2" is LexicalSimilarity(metric="rouge2")."""
+    raw = get_estimator("lexical_similarity", metric="rouge2")(bundle).raw
+    np.testing.assert_allclose(-raw, LMPG["LexicalSimilarity_rouge2"], rtol=0, atol=1e-6)
+    assert np.any(raw > 0) and np.any(raw == 0)  # some pairs share a bigram, some do not
