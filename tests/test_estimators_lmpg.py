@@ -247,7 +247,7 @@ def test_eigenscore_agrees_with_lm_polygraph():
     bundle = Bundle(base.greedy, replace(base.samples, hidden=hidden), base.examples)
     raw = get_estimator("eigenscore")(bundle).raw
     np.testing.assert_allclose(raw, LMPG["EigenScore"], rtol=0, atol=1e-6)
-    # independent: (1/K) Σ log λ of Z J Zᵀ + αI with sklearn-free numpy, J the centring matrix
+    # independent: (1/K) Σ log λ of Z J Zᵀ + αI in numpy, Z J the rows centred over their features
     z = np.asarray(DATA["sample_embeddings"][1])
     centred = z - z.mean(axis=1, keepdims=True)
     by_hand = np.mean(np.log(np.linalg.eigvalsh(centred @ centred.T + 1e-3 * np.eye(len(z)))))
