@@ -5,8 +5,9 @@
   (their log-likelihoods *are* length-normalised: the mean token log-prob), p̂(c) = Σ_{k ∈ c} p̄(s_k) / Σ_k p̄(s_k) over
   every sample k = 1..K, repeats included, and SE = -Σ_c p̂(c) log p̂(c) (their `predictive_entropy_rao`). A sample
   drawn twice counts twice: repeats are the Monte-Carlo evidence that the answer is likely.
-- weighted over distinct strings (`semantic_entropy_unique`, calib's default before issue 21; LM-Polygraph's
-  `use_unique_responses=True`): the same with each distinct sample string counted once.
+- weighted over distinct strings (`semantic_entropy_unique`, calib's default before issue 21): the same with each
+  distinct sample string counted once. LM-Polygraph's `use_unique_responses=True` also counts each string once, but
+  with its default's unnormalised likelihoods and estimator below, so it is a different number.
 Answers without tokens have no likelihood and are left out of the weighted forms.
 Confidence exp(-SE): 1 for one cluster, 1/C for C equally likely clusters.
 
