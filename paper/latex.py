@@ -45,7 +45,7 @@ CLAIMS = {  # claim -> (macro, what a "yes" says, what an "undetermined" says, w
         "claimRevise",
         "one revision pass lowers ECE",
         "the paired interval includes 0: no change at this scale",
-        "one revision pass raises ECE (calibration changes, for the worse)",
+        "one revision pass raises ECE: calibration changes, for the worse",
     ),
     "label_budget": (
         "claimLabelBudget",
@@ -159,9 +159,14 @@ def claim_sentences(claims: pd.DataFrame) -> dict[str, str]:
             continue
         sentences = []
         for _, r in part.iterrows():
-            verdict = {"yes": yes, "undetermined": undetermined, "no": no}.get(
-                str(r["supported"]).split()[0], no
-            )
+            verdict = {
+                "yes": yes,
+                "yes (worse)": no,  # revise: a change for the worse still supports "revise changes calibration"
+                "undetermined": undetermined,
+                "no": no,
+                "undefined": "undefined on these runs (one grade among the questions, or too few of them)",
+                "negligible": "the whole interval is within 0.0005 of 0, so this scale shows no effect",
+            }[str(r["supported"])]
             sentences.append(
                 f"On \\texttt{{{tex(r['run'])}}}, {tex(r['quantity'])} $=$ {cell(r['value'], r['low'], r['high'], sign=True)} "
                 f"($n={int(r['n'])}$): {verdict}."

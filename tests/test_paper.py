@@ -42,6 +42,8 @@ def test_claim_sentences_are_worded_from_the_numbers(tmp_path):
                 "sampling_vs_token", "compare_a", "AUROC se - AUROC msp", (0.02, -0.03, 0.07), 709, ">0"
             ),
             results._row("label_budget", "tuning", "AUROC lora N=250", (-0.08, -0.12, -0.04), 300, ">0"),
+            results._row("semantic_entropy_open_ended", "c", "AUROC se - mh", (np.nan,) * 3, 2, "<0"),
+            results._row("temperature_tradeoff", "t", "accuracy", (1e-12, 0.0, 2e-12), 6, ">0"),
         ]
     )
     claims.to_csv(tmp_path / "claims.csv", index=False)
@@ -62,7 +64,21 @@ def test_claim_sentences_are_worded_from_the_numbers(tmp_path):
     assert "includes 0" in macros["claimSampling"]
     assert "untuned P(True) is better" in macros["claimLabelBudget"]
     assert macros["claimRevise"].startswith("Not measured")  # no run for it in these results
+    assert (
+        "undef." in macros["claimSemanticEntropy"]
+        and "undefined on these runs" in macros["claimSemanticEntropy"]
+    )
+    assert "shows no effect" in macros["claimTemperature"] and "supporting" not in macros["claimTemperature"]
     assert "paper scale" in (tmp_path / "gen" / "scale.tex").read_text()
+
+
+def test_revise_either_direction_supports_a_change(tmp_path):
+    better = results._row("revise_calibration", "s", "ECE R1-R0", (-0.1, -0.2, -0.05), 50, "<0")
+    worse = results._row("revise_calibration", "s", "ECE R1-R0", (0.1, 0.05, 0.2), 50, "<0")
+    worse["supported"] = "yes (worse)"  # as scaling_claims marks it
+    macros = latex.claim_sentences(pd.DataFrame([better, worse]))
+    first, second = macros["claimRevise"].split(". On ")
+    assert "lowers ECE" in first and "raises ECE" in second
 
 
 def test_metrics_table_carries_every_estimator_and_interval(tmp_path):
