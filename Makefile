@@ -41,10 +41,11 @@ bench: setup
 	$(PY) benchmarks/bench_model_load.py
 
 # Paper figures: every study through the artifact cache, every notebook executed (paper/figures.py; SCALE=tiny
-# for a minutes-long pipeline check into out/paper-tiny, never into paper/results).
+# for a minutes-long pipeline check into out/paper-tiny, never into paper/results; FIGURES_ARGS=--rerun-notebooks
+# re-executes every notebook on the cached runs).
 SCALE ?= paper
 figures: setup
-	$(PY) -m paper.figures --scale $(SCALE) $(if $(filter tiny,$(SCALE)),--work out/paper-tiny)
+	$(PY) -m paper.figures --scale $(SCALE) $(if $(filter tiny,$(SCALE)),--work out/paper-tiny) $(FIGURES_ARGS)
 
 # The PDF from the result CSVs in PAPER_RESULTS (committed under paper/results/) and the figures in
 # PAPER_DIR/generated; PAPER_DIR other than paper builds a copy of main.tex there.

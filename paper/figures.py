@@ -222,7 +222,12 @@ def notebook_key(name: str, params: dict, out_dir: Path, formats: str, run_keys:
 
 
 def execute_notebooks(
-    jobs: list[tuple[str, str, dict]], work: Path, generated: Path, formats: str, run_keys: list[str]
+    jobs: list[tuple[str, str, dict]],
+    work: Path,
+    generated: Path,
+    formats: str,
+    run_keys: list[str],
+    force: bool = False,
 ) -> list[dict]:
     """Execute each notebook with papermill (any cell error raises), unless its executed copy is current."""
     import papermill
@@ -236,7 +241,7 @@ def execute_notebooks(
             out_dir = generated / sub
             key = notebook_key(name, params, out_dir, formats, run_keys)
             current = stamp.is_file() and json.loads(stamp.read_text()).get("key") == key
-            if current and executed.is_file() and out_dir.is_dir() and any(out_dir.iterdir()):
+            if not force and current and executed.is_file() and out_dir.is_dir() and any(out_dir.iterdir()):
                 done.append({"notebook": f"{name}__{sub}", "cached": True})
                 continue
             papermill.execute_notebook(
@@ -252,7 +257,14 @@ def execute_notebooks(
     return done
 
 
-def make_figures(scale: str, work: Path, results: Path, generated: Path, formats: str = "png,pdf") -> dict:
+def make_figures(
+    scale: str,
+    work: Path,
+    results: Path,
+    generated: Path,
+    formats: str = "png,pdf",
+    rerun_notebooks: bool = False,
+) -> dict:
     """Every run (reused or made), every notebook executed, results and LaTeX written; returns a summary."""
     from paper import latex
     from paper import results as collect
@@ -265,7 +277,7 @@ def make_figures(scale: str, work: Path, results: Path, generated: Path, formats
         print(f"run {r['run']}: {how}", flush=True)
     jobs = notebooks(scale, work)
     run_keys = [json.loads((work / "runs" / r.name / "paper_run.json").read_text())["key"] for r in plan]
-    executed = execute_notebooks(jobs, work, generated, formats, run_keys)
+    executed = execute_notebooks(jobs, work, generated, formats, run_keys, force=rerun_notebooks)
     main_runs = {r.name: work / "runs" / r.name for r in plan if not r.name.startswith("tuning_")}
     tuning = {"tuning": [work / "runs" / r.name for r in plan if r.name.startswith("tuning_")]}
     results.mkdir(parents=True, exist_ok=True)
@@ -302,6 +314,11 @@ def main(argv: list[str] | None = None) -> None:
                         "<work>/results at tiny scale, so tiny numbers never land in paper/results)")  # fmt: skip
     parser.add_argument("--generated", default=None, help="figures and .tex tables (default: paper/generated at "
                         "paper scale, <work>/generated at tiny scale)")  # fmt: skip
+    parser.add_argument(
+        "--rerun-notebooks",
+        action="store_true",
+        help="execute every notebook even when its inputs are unchanged",
+    )
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
     default_results = ROOT / "paper" / "results" if args.scale == "paper" else work / "results"
@@ -309,9 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.scale == "tiny" and results == (ROOT / "paper" / "results").resolve():
         sys.exit("paper.figures: tiny-scale numbers are not results; pass another --results folder")
     default_generated = ROOT / "paper" / "generated" if args.scale == "paper" else work / "generated"
-    make_figures(
-        args.scale, work, results, Path(args.generated).resolve() if args.generated else default_generated
-    )
+    generated = Path(args.generated).resolve() if args.generated else default_generated
+    make_figures(args.scale, work, results, generated, rerun_notebooks=args.rerun_notebooks)
 
 
 if __name__ == "__main__":
