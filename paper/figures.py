@@ -171,16 +171,21 @@ def finished(folder: Path) -> bool:
     return (folder / "manifest.json").is_file() or (folder / "tuning.json").is_file()
 
 
-def ensure_run(run: Run, scale: str, work: Path) -> dict:
-    """Run one calib command unless its folder already holds the same run; returns what happened."""
+def ensure_run(
+    run: Run, scale: str, work: Path, artifacts: Path | None = None, dry_run: bool = False
+) -> dict:
+    """Run one calib command unless its folder already holds the same run; returns what happened (with dry_run,
+    what would happen)."""
     from calib.cli import main
 
     folder = work / "runs" / run.name
-    overrides = [*run.overrides(scale), f"artifacts_dir={work / 'artifacts'}", "progress=false"]
+    overrides = [*run.overrides(scale), f"artifacts_dir={artifacts or work / 'artifacts'}", "progress=false"]
     key = run_key(overrides)
     stamp = folder / "paper_run.json"
     if finished(folder) and stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
         return {"run": run.name, "cached": True, "seconds": 0.0}
+    if dry_run:
+        return {"run": run.name, "cached": False, "seconds": 0.0, "command": "calib " + " ".join(overrides)}
     shutil.rmtree(
         folder, ignore_errors=True
     )  # a stale run of other settings: its artifacts stay in the store
@@ -264,6 +269,7 @@ def make_figures(
     generated: Path,
     formats: str = "png,pdf",
     rerun_notebooks: bool = False,
+    artifacts: Path | None = None,
 ) -> dict:
     """Every run (reused or made), every notebook executed, results and LaTeX written; returns a summary."""
     from paper import latex
@@ -271,7 +277,7 @@ def make_figures(
 
     started = time.perf_counter()
     plan = runs(scale)
-    records = [ensure_run(run, scale, work) for run in plan]
+    records = [ensure_run(run, scale, work, artifacts) for run in plan]
     for r in records:
         how = "cached" if r["cached"] else "computed in {:.0f} s".format(r["seconds"])
         print(f"run {r['run']}: {how}", flush=True)
@@ -314,6 +320,11 @@ def main(argv: list[str] | None = None) -> None:
                         "<work>/results at tiny scale, so tiny numbers never land in paper/results)")  # fmt: skip
     parser.add_argument("--generated", default=None, help="figures and .tex tables (default: paper/generated at "
                         "paper scale, <work>/generated at tiny scale)")  # fmt: skip
+    parser.add_argument("--artifacts", default=None, help="artifact store (default <work>/artifacts); another "
+                        "run's store is reused wherever its stages match")  # fmt: skip
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say which runs are cached and which would run"
+    )
     parser.add_argument(
         "--rerun-notebooks",
         action="store_true",
@@ -327,7 +338,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("paper.figures: tiny-scale numbers are not results; pass another --results folder")
     default_generated = ROOT / "paper" / "generated" if args.scale == "paper" else work / "generated"
     generated = Path(args.generated).resolve() if args.generated else default_generated
-    make_figures(args.scale, work, results, generated, rerun_notebooks=args.rerun_notebooks)
+    artifacts = Path(args.artifacts).resolve() if args.artifacts else None
+    if args.dry_run:
+        for run in runs(args.scale):
+            r = ensure_run(run, args.scale, work, artifacts, dry_run=True)
+            print(f"{run.name}: cached" if r["cached"] else f"{run.name}: would run  {r['command']}")
+        return
+    make_figures(
+        args.scale, work, results, generated, rerun_notebooks=args.rerun_notebooks, artifacts=artifacts
+    )
 
 
 if __name__ == "__main__":

@@ -123,3 +123,31 @@ def test_make_paper_without_latexmk_names_the_debian_packages(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert lines[0].startswith("make paper: latexmk is missing; install: sudo apt-get install -y latexmk")
     assert "texlive-latex-extra" in lines[0] and "texlive-fonts-recommended" in lines[0]
+
+
+def test_paper_scale_runs_meet_the_issue_sizes(tmp_path, capsys):
+    """Every paper-scale run composes, and the sizes are the issue's: the whole built-in mixed suite for both models,
+    at least 200 evaluation questions for each study, 1,000 bootstrap resamples everywhere."""
+    from calib.pipeline.config import compose
+    from calib.tasks import load_task
+    from calib.tasks.tuning import evaluation_examples
+    from paper.figures import main, runs
+
+    cfgs = {r.name: compose(r.overrides("paper")) for r in runs("paper")}
+    compare_models = {c.model.name for n, c in cfgs.items() if n.startswith("compare_")}
+    assert compare_models == {"smollm2-135m-instruct", "gemma3-270m"}
+    mixed = len(load_task("mixed").examples)
+    for name, cfg in cfgs.items():
+        assert cfg.metrics.n_resamples >= 1000, name
+        if name.startswith("compare_") or name == "temperature":
+            assert cfg.task.limit is None and cfg.task.name == "mixed" and mixed >= 200, name
+        elif name == "scaling":
+            assert cfg.task.limit >= 200
+        else:
+            t = cfg.study.calibration_tuning
+            assert t.eval_limit is None and len(evaluation_examples(t.eval_kind)) >= 200, name
+    budgets = sorted(c.study.calibration_tuning.n for n, c in cfgs.items() if n.startswith("tuning_lora"))
+    assert len(budgets) >= 3
+    main(["--dry-run", "--work", str(tmp_path)])  # nothing runs: each run says what it would do
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(cfgs) and all("would run  calib " in line for line in out)
