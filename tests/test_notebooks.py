@@ -4,6 +4,7 @@ notebooks/ runs on them with papermill without a cell error and writes its figur
 and LaTeX tables are written, and a second invocation computes nothing. No notebook loads a model: the kernel starts
 with a sitecustomize that makes calib.models' load_model raise."""
 
+import json
 import os
 import re
 import sys
@@ -82,7 +83,10 @@ def figures(tmp_path_factory):
         mp.setenv("PYTHONPATH", os.pathsep.join([str(guard), *filter(None, [os.environ.get("PYTHONPATH")])]))
         first = make_figures("tiny", formats="png,pdf", **paths)
         second = make_figures("tiny", formats="png,pdf", **paths)
-    return {"first": first, "second": second, **paths}
+        # a run whose folder lost its stamp is rerun, and finds every stage in the artifact store
+        (paths["work"] / "runs" / "compare_smollm2" / "paper_run.json").unlink()
+        third = make_figures("tiny", formats="png,pdf", **paths)
+    return {"first": first, "second": second, "third": third, **paths}
 
 
 def test_every_paper_notebook_is_here_stored_without_outputs():
@@ -126,6 +130,13 @@ def test_make_figures_tiny_writes_everything_and_a_rerun_computes_nothing(figure
     assert sorted(first["computed"]) == sorted(names) and len(first["executed"]) == len(first["notebooks"])
     assert second["computed"] == [] and second["executed"] == []  # every run and notebook found current
     assert all(r["cached"] for r in second["runs"]) and all(n["cached"] for n in second["notebooks"])
+    third = figures["third"]
+    assert third["computed"] == ["compare_smollm2"] and third["executed"] == []
+    manifest = json.loads((figures["work"] / "runs" / "compare_smollm2" / "manifest.json").read_text())
+    stages = {k: v.get("cached") for k, v in manifest["stages"].items() if k != "report"}
+    assert stages and all(stages.values()), (
+        stages
+    )  # the rerun computed nothing: every stage read from the store
     generated, results = figures["generated"], figures["results"]
     tables = {p.name for p in generated.glob("table_*.tex")}
     assert tables == {
