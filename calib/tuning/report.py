@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,12 @@ def _paired(fn, results: pd.DataFrame, name: str, opts: dict) -> tuple[float, fl
     both = wide[[name, REFERENCE]].dropna()
     y = correct.reindex(both.index).to_numpy(np.float64)
     a, b = both[name].to_numpy(np.float64), both[REFERENCE].to_numpy(np.float64)
-    if len(both) < 2 or not (math.isfinite(float(fn(a, y))) and math.isfinite(float(fn(b, y)))):
+    with (
+        warnings.catch_warnings()
+    ):  # undefined (e.g. AUROC on one grade) is reported as NaN, not as a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        defined = len(both) >= 2 and math.isfinite(float(fn(a, y))) and math.isfinite(float(fn(b, y)))
+    if not defined:
         return math.nan, math.nan, math.nan
     d = paired_bootstrap(fn, a, b, y, **opts)
     return d.point, d.low, d.high
@@ -263,10 +269,11 @@ def plot(table: pd.DataFrame, out_base: str | Path, formats: Sequence[str] = ("p
                     ax.set_xscale("log")
                     ax.set_xticks(ns, [str(n) for n in ns])
                     ax.minorticks_off()
-                if not np.isfinite(part["value"].to_numpy(np.float64)).any():
-                    undefined_note(ax, f"no {metric} value on these runs")
+                    ax.set_xlim(min(ns) / 1.6, max(ns) * 1.6)
                 info = METRICS.get(metric)
                 label = info.label if info else metric
+                if not np.isfinite(part["value"].to_numpy(np.float64)).any():
+                    undefined_note(ax, f"no {label} on these runs (e.g. every answer has the same grade)")
                 arrow = "" if info is None else (" ↑" if info.higher_is_better else " ↓")
                 ax.set(xlabel="N (training labels)", ylabel=label + arrow, title=f"{label}, {kind} questions")
                 ax.legend(frameon=False, fontsize=6)
