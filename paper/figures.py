@@ -179,7 +179,10 @@ def ensure_run(
     from calib.cli import main
 
     folder = work / "runs" / run.name
-    overrides = [*run.overrides(scale), f"artifacts_dir={artifacts or work / 'artifacts'}", "progress=false"]
+    quiet = (
+        ["progress=false"] if scale == "tiny" else []
+    )  # paper scale: progress bars and logs for hours of work
+    overrides = [*run.overrides(scale), f"artifacts_dir={artifacts or work / 'artifacts'}", *quiet]
     key = run_key(overrides)
     stamp = folder / "paper_run.json"
     if finished(folder) and stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
@@ -190,7 +193,8 @@ def ensure_run(
         folder, ignore_errors=True
     )  # a stale run of other settings: its artifacts stay in the store
     started = time.perf_counter()
-    main([*overrides, f"hydra.run.dir={folder}", "hydra/job_logging=none", "hydra/hydra_logging=none"])
+    logging = ["hydra/job_logging=none", "hydra/hydra_logging=none"] if scale == "tiny" else []
+    main([*overrides, f"hydra.run.dir={folder}", *logging])
     record = {
         "key": key,
         "command": "calib " + " ".join(run.overrides(scale)),
