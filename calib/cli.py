@@ -3,6 +3,7 @@
     calib [KEY=VALUE ...]          one run (Hydra overrides; `calib --help` explains them)
     calib -m KEY=V1,V2 ...         a sweep, one run per combination
     calib compare PATH [PATH ...]  one table of the metrics of finished runs
+    calib tuning-report RUN... --out DIR  calibration-tuning runs vs the number of labels (calib.tuning.report)
     calib list                     what can be named: models, tasks, estimators, metrics, config options
     calib inspect RUN --question ID  one question of a finished run, from the store (no model load)
     calib feedback record|refit|show|export|transform  the recalibration feedback loop (docs/recalibration.md)
@@ -255,6 +256,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv and argv[0] == "compare":
             return _compare(argv[1:])
+        if argv and argv[0] == "tuning-report":
+            from calib.tuning import report
+
+            return report.main(argv[1:])
         if argv and argv[0] == "list":
             return _list(argv[1:])
         if argv and argv[0] == "inspect":

@@ -47,12 +47,15 @@ def figure(ncols, nrows=1, width=3.4, height=3.0):
     return fig, np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).reshape(-1)
 
 
+FORMATS = [f.strip() for f in str(formats).split(",") if f.strip()]
+
+
 def show(fig, name):
-    """Save fig as out_dir/<name>.png and show it."""
-    path = save_figure(fig, out / name, ["png"])[0]
+    """Save fig as out_dir/<name>.<format> for each of `formats` and show it."""
+    paths = save_figure(fig, out / name, FORMATS)
     display(fig)
-    print(f"wrote {path}")
-    return path
+    print("wrote " + ", ".join(map(str, paths)))
+    return paths[0]
 '''
 
 GROUPED_METRICS = '''\
@@ -132,7 +135,8 @@ def nb(title: str, intro: str, params: str, cells: list[str]) -> nbformat.Notebo
 MAIN_PARAMS = '''\
 # Parameters (papermill -p NAME VALUE): a finished main-job run folder (holding manifest.json) and where figures go.
 run_dir = "out/runs/DATE/TIME"
-out_dir = "out/notebooks"'''
+out_dir = "out/notebooks"
+formats = "png"  # figure formats written to out_dir, comma-separated: png, pdf, svg'''
 
 LOAD = '''\
 from calib.pipeline import load_run
@@ -219,7 +223,8 @@ show(fig, "token_prob_vs_grade")''',
         '''\
 # Parameters: a finished `calib experiment=temperature_sweep` run folder and where figures go.
 temperature_dir = "out/runs/DATE/TIME"
-out_dir = "out/notebooks"''',
+out_dir = "out/notebooks"
+formats = "png"  # figure formats written to out_dir, comma-separated: png, pdf, svg''',
         [
             SETUP,
             '''\
@@ -384,7 +389,8 @@ show(fig, "se_vs_mh_reliability_open")''',
         '''\
 # Parameters: a finished `calib experiment=scaling` run folder and where figures go.
 scaling_dir = "out/runs/DATE/TIME"
-out_dir = "out/notebooks"''',
+out_dir = "out/notebooks"
+formats = "png"  # figure formats written to out_dir, comma-separated: png, pdf, svg''',
         [
             SETUP,
             '''\
@@ -469,7 +475,8 @@ show(fig, "scaling_adaptive")''',
 # Full-ECE it stores per T; "" to skip) and where figures go.
 run_dir = "out/runs/DATE/TIME"
 temperature_dir = "out/runs/DATE/TIME"
-out_dir = "out/notebooks"''',
+out_dir = "out/notebooks"
+formats = "png"  # figure formats written to out_dir, comma-separated: png, pdf, svg''',
         [
             SETUP,
             '''\
@@ -543,6 +550,57 @@ with matplotlib.rc_context(STYLE):
     ax.set(xlabel="probability of each generated token (greedy answers)", ylabel="share of tokens",
            title=f"token probabilities (n = {tokens.size})")
 show(fig, "run_answer_ece_and_tokens")''',
+        ],
+    ),
+    "07_calibration_tuning_vs_labels": nb(
+        "Calibration-tuning vs the number of labels",
+        "How much does training on N graded answers (a LoRA adapter on the P(True) question, or a probe on hidden "
+        "states) improve confidence over untuned P(True), and from which N? Each point is one "
+        "`calib experiment=calibration_tuning` run; untuned P(True), MSP and semantic entropy of the same evaluation "
+        "runs are the horizontal bands. Read through `calib.tuning.report` (the same table as "
+        "`calib tuning-report`); generates nothing.",
+        '''\
+# Parameters: calibration-tuning study run folders (each holding tuning.json and eval/), or folders containing them,
+# and where figures go.
+tuning_dirs = ["out/runs/DATE/TIME"]
+out_dir = "out/notebooks"
+formats = "png"  # figure formats written to out_dir, comma-separated: png, pdf, svg''',
+        [
+            SETUP,
+            '''\
+from calib.tuning.report import gather, markdown, plot
+
+dirs = [tuning_dirs] if isinstance(tuning_dirs, str) else list(tuning_dirs)
+table = gather(dirs)
+table.to_csv(out / "tuning_report.csv", index=False)
+tuned = table[table["N"].notna()]
+print(f"{tuned[['method', 'N']].drop_duplicates().shape[0]} tuned runs: "
+      + ", ".join(f"{m} N={int(n)}" for m, n in tuned[["method", "N"]].drop_duplicates().itertuples(index=False)))
+if tuned["N"].nunique() < 2:
+    note("only one label budget N among these runs: the figure shows points, not a trend")
+display(Markdown(markdown(table)))''',
+            '''\
+from IPython.display import Image
+
+paths = plot(table, out / "tuning_vs_labels", FORMATS)
+print("wrote " + ", ".join(map(str, paths)))
+png = [p for p in paths if p.suffix == ".png"]
+if png:
+    display(Image(filename=str(png[0])))''',
+            '''\
+# The label budget: per method and metric, the smallest N whose paired difference to untuned P(True) has an
+# interval on the better side of 0 (ECE and Brier: lower is better), else none at these N.
+from calib.pipeline.evaluate import METRICS
+
+rows = []
+for (method, metric), part in tuned.groupby(["method", "metric"]):
+    better = METRICS[metric].higher_is_better if metric in METRICS else True
+    part = part.sort_values("N")
+    ok = part[(part["diff_low"] > 0) if better else (part["diff_high"] < 0)]
+    rows.append(dict(method=method, metric=metric, N_tried=", ".join(str(int(n)) for n in part["N"]),
+                     smallest_N_better_than_p_true=int(ok["N"].iloc[0]) if len(ok) else None))
+budget = pd.DataFrame(rows)
+budget''',
         ],
     ),
 }

@@ -1,7 +1,10 @@
-"""Every notebook in notebooks/ runs with papermill on tiny finished runs (a smoke main job, a temperature sweep and
-a scaling study on tiny-llama), without a cell error, writes its PNG figures, and never loads a model: the kernel
-starts with a sitecustomize that makes calib.models' load_model raise."""
+"""`make figures` in tiny mode (paper/figures.py): the tiny finished runs (a main job, a temperature sweep, a scaling
+study and two calibration-tuning runs on tiny-llama) are made through the artifact cache, every notebook in
+notebooks/ runs on them with papermill without a cell error and writes its figures (PNG and PDF), the result CSVs
+and LaTeX tables are written, and a second invocation computes nothing. No notebook loads a model: the kernel starts
+with a sitecustomize that makes calib.models' load_model raise."""
 
+import json
 import os
 import re
 import sys
@@ -10,8 +13,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from calib.cli import main
 
 pytestmark = [
     pytest.mark.slow,
@@ -35,17 +36,8 @@ FIGURES = {
     ],
     "05_inference_scaling": ["scaling_vs_compute", "scaling_adaptive"],
     "06_full_ece_vs_answer_ece": ["full_ece_vs_answer_ece", "run_answer_ece_and_tokens"],
+    "07_calibration_tuning_vs_labels": ["tuning_vs_labels"],
 }
-COMMON = [
-    "model=tiny-llama",
-    "task.limit=6",
-    "decoding.max_new_tokens=5",
-    "decoding.shard_size=6",
-    "metrics.n_resamples=20",
-    "progress=false",
-    "hydra/job_logging=none",
-    "hydra/hydra_logging=none",
-]
 # Loading a model inside a notebook kernel fails: notebooks read finished runs only.
 GUARD = textwrap.dedent(
     """
@@ -76,58 +68,25 @@ GUARD = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """The three tiny finished runs every notebook reads (one shared artifact store)."""
-    tmp = tmp_path_factory.mktemp("nb_runs")
-    store = f"artifacts_dir={tmp / 'artifacts'}"
-    main(
-        [
-            "experiment=smoke",
-            *COMMON,
-            "decoding.num_samples=3",
-            "estimators.names=[msp,mean_token_prob,inverse_perplexity,self_consistency,semantic_entropy,"
-            "multi_hypothesis]",
-            "estimators.semantic=exact",
-            "metrics.groups=true",
-            store,
-            f"hydra.run.dir={tmp / 'main'}",
-        ]
-    )
-    main(
-        [
-            "experiment=temperature_sweep",
-            *COMMON,
-            "study.temperature_sweep.temperatures=[0.7,1.3]",
-            "study.temperature_sweep.max_reference_tokens=60",
-            store,
-            f"hydra.run.dir={tmp / 'temperature'}",
-        ]
-    )
-    main(
-        [
-            "experiment=scaling",
-            *COMMON,
-            "estimators.names=[msp,self_consistency,revision_stability]",
-            "estimators.semantic=exact",
-            "metrics.names=[auroc,brier,ece,prr]",
-            "metrics.groups=false",
-            "study.scaling.samples=[1,2]",
-            "study.scaling.passes=1",
-            "study.scaling.gates=[msp]",
-            "study.scaling.fractions=[0.0,0.5,1.0]",
-            store,
-            f"hydra.run.dir={tmp / 'scaling'}",
-        ]
-    )
+def figures(tmp_path_factory):
+    """`make figures` in tiny mode, twice: the tiny finished runs every notebook reads (one shared artifact store),
+    every notebook executed by the driver, then a second invocation that should find everything current."""
+    from paper.figures import make_figures
+
+    tmp = tmp_path_factory.mktemp("figures")
     guard = tmp / "guard"
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(GUARD)
-    return {
-        "run_dir": str(tmp / "main"),
-        "temperature_dir": str(tmp / "temperature"),
-        "scaling_dir": str(tmp / "scaling"),
-        "guard": str(guard),
-    }
+    paths = dict(work=tmp / "work", results=tmp / "results", generated=tmp / "generated")
+    with pytest.MonkeyPatch.context() as mp:
+        # The kernels import this checkout's calib (the driver puts it first), and the guard refuses a model load.
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(guard), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        first = make_figures("tiny", formats="png,pdf", **paths)
+        second = make_figures("tiny", formats="png,pdf", **paths)
+        # a run whose folder lost its stamp is rerun, and finds every stage in the artifact store
+        (paths["work"] / "runs" / "compare_smollm2" / "paper_run.json").unlink()
+        third = make_figures("tiny", formats="png,pdf", **paths)
+    return {"first": first, "second": second, "third": third, **paths}
 
 
 def test_every_paper_notebook_is_here_stored_without_outputs():
@@ -145,31 +104,60 @@ def test_every_paper_notebook_is_here_stored_without_outputs():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_on_a_tiny_finished_run(path, runs, tmp_path, monkeypatch):
-    parameters = {k: v for k, v in runs.items() if k != "guard"}
-    parameters["out_dir"] = str(tmp_path / "figures")
+def test_notebook_runs_on_a_tiny_finished_run(path, figures):
+    from paper.figures import notebooks
+
+    jobs = [(sub, params) for name, sub, params in notebooks("tiny", figures["work"]) if name == path.stem]
+    assert jobs, f"make figures does not execute {path.name}"
     declared = nbformat.read(path, as_version=4).cells[1].source
-    parameters = {k: v for k, v in parameters.items() if f"{k} =" in declared}
-    # The kernel imports this checkout's calib, and its sitecustomize refuses to load a model.
-    path_entries = [
-        runs["guard"],
-        str(ROOT),
-        *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
-    ]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path_entries))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    executed = tmp_path / path.name
-    papermill.execute_notebook(
-        str(path),
-        str(executed),
-        parameters=parameters,
-        kernel_name="python3",
-        progress_bar=False,
-        cwd=str(tmp_path),
-    )  # raises PapermillExecutionError on any cell error
-    book = nbformat.read(executed, as_version=4)
-    text = "".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []))
-    assert f"calib from {ROOT / 'calib'}" in text and sys.prefix in text
-    for name in FIGURES[path.stem]:
-        png = tmp_path / "figures" / f"{name}.png"
-        assert png.is_file() and png.stat().st_size > 1000, f"{path.stem} did not write {png.name}"
+    for sub, params in jobs:
+        assert all(f"{k} =" in declared for k in params), f"{path.stem} does not declare {sorted(params)}"
+        executed = figures["work"] / "notebooks" / f"{path.stem}__{sub}.ipynb"
+        book = nbformat.read(executed, as_version=4)  # papermill raised on any cell error
+        text = "".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []))
+        assert f"calib from {ROOT / 'calib'}" in text and sys.prefix in text
+        for name in FIGURES[path.stem]:
+            for ext in ("png", "pdf"):
+                out = figures["generated"] / sub / f"{name}.{ext}"
+                assert out.is_file() and out.stat().st_size > 1000, f"{path.stem} did not write {out}"
+
+
+def test_make_figures_tiny_writes_everything_and_a_rerun_computes_nothing(figures):
+    from paper.figures import runs
+
+    first, second = figures["first"], figures["second"]
+    names = [r.name for r in runs("tiny")]
+    assert sorted(first["computed"]) == sorted(names) and len(first["executed"]) == len(first["notebooks"])
+    assert second["computed"] == [] and second["executed"] == []  # every run and notebook found current
+    assert all(r["cached"] for r in second["runs"]) and all(n["cached"] for n in second["notebooks"])
+    third = figures["third"]
+    assert third["computed"] == ["compare_smollm2"] and third["executed"] == []
+    manifest = json.loads((figures["work"] / "runs" / "compare_smollm2" / "manifest.json").read_text())
+    stages = {k: v.get("cached") for k, v in manifest["stages"].items() if k != "report"}
+    assert stages and all(stages.values()), (
+        stages
+    )  # the rerun computed nothing: every stage read from the store
+    generated, results = figures["generated"], figures["results"]
+    tables = {p.name for p in generated.glob("table_*.tex")}
+    assert tables == {
+        "table_compare_smollm2.tex",
+        "table_temperature.tex",
+        "table_scaling.tex",
+        "table_tuning.tex",
+    }
+    claims = (generated / "claims.tex").read_text()
+    for macro in (
+        "TokenOverconfidence",
+        "Temperature",
+        "Sampling",
+        "SemanticEntropy",
+        "Revise",
+        "LabelBudget",
+    ):
+        assert f"\\newcommand{{\\claim{macro}}}" in claims
+    assert "Not measured" not in claims  # every claim has a run at tiny scale too
+    assert "pipeline check, not results" in (generated / "scale.tex").read_text()
+    for name in ("claims.csv", "COMMANDS.md", "compare_smollm2__metrics.csv", "temperature__sweep_decoding.csv",
+                 "scaling__differences.csv", "tuning__tuning_report.csv"):  # fmt: skip
+        assert (results / name).is_file(), name
+    assert "calib experiment=temperature_sweep" in (results / "COMMANDS.md").read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from calib.errors import CalibError
@@ -135,5 +136,34 @@ def test_a_study_run_is_named_as_one_rather_than_read_as_the_main_job(tmp_path):
     from calib.pipeline import load_run
 
     (tmp_path / "manifest.json").write_text(json.dumps({"study": "scaling", "artifacts_dir": str(tmp_path)}))
-    with pytest.raises(CalibError, match="is a scaling study run: its tables are the CSV files"):
+    (tmp_path / "sweep_decoding.csv").write_text("T,ece\n")
+    with pytest.raises(
+        CalibError, match=r"is a scaling study run: read its CSV tables \(sweep_decoding.csv\)"
+    ):
         load_run(tmp_path)
+
+
+def test_a_sweep_folder_names_the_runs_inside_it(tmp_path):
+    from calib.pipeline import load_run
+
+    for name in ("0", "1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("{}")
+    with pytest.raises(CalibError, match=r"not a finished calib run .*pass one of the runs inside it \(0, 1"):
+        load_run(tmp_path)
+
+
+def test_a_calibration_tuning_study_folder_reads_its_evaluation_run(run_dir, tmp_path, no_model):
+    import json
+    import shutil
+
+    from calib.pipeline import load_run
+
+    # what calib.tuning.study.run_study leaves: tuning.json beside the evaluation run eval/ (no manifest.json)
+    study = tmp_path / "study"
+    shutil.copytree(run_dir, study / "eval")
+    (study / "tuning.json").write_text(json.dumps({"n": 16, "eval_run": str(study / "eval")}))
+    direct, via_study = load_run(run_dir), load_run(study)
+    pd.testing.assert_frame_equal(direct.questions, via_study.questions)
+    pd.testing.assert_frame_equal(direct.estimates, via_study.estimates)
+    assert via_study.notes[0].startswith("calibration-tuning study") and via_study.run_dir == study / "eval"

@@ -45,17 +45,32 @@ class RunTables:
 def load_run(run_dir: str | Path) -> RunTables:
     """The tables of a finished run, read from its folder and the artifact store its manifest names."""
     run_dir = Path(run_dir)
+    if (run_dir / "tuning.json").is_file() and not (run_dir / "manifest.json").is_file():
+        # a calibration-tuning study folder: its evaluation is a main-job run in eval/ (calib.tuning.study)
+        tables = load_run(run_dir / "eval")
+        tables.notes.insert(
+            0, f"calibration-tuning study {run_dir}: these are the tables of its evaluation run eval/"
+        )
+        return tables
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text())
     except (OSError, ValueError) as err:
+        inside = (
+            sorted(p.parent.name for p in run_dir.glob("*/manifest.json"))[:3] if run_dir.is_dir() else []
+        )
+        hint = (
+            f"pass one of the runs inside it ({', '.join(inside)}, ...)"
+            if inside
+            else "pass the folder a run wrote"
+        )
         raise CalibError(
-            f"{run_dir} is not a finished calib run (manifest.json: {getattr(err, 'strerror', None) or err}); "
-            "pass the folder a run wrote"
+            f"{run_dir} is not a finished calib run (manifest.json: {getattr(err, 'strerror', None) or err}); {hint}"
         ) from None
     if manifest.get("study"):
+        csvs = ", ".join(sorted(p.name for p in run_dir.glob("*.csv"))) or "none yet"
         raise CalibError(
-            f"{run_dir} is a {manifest['study']} study run: its tables are the CSV files in that folder "
-            "(summary.md lists them); load_run and calib inspect read runs of the main job"
+            f"{run_dir} is a {manifest['study']} study run: read its CSV tables ({csvs}) with pandas, or pass it to "
+            "its notebook (notebooks/README.md); load_run reads main-job and calibration-tuning runs"
         )
     store = ArtifactStore(manifest["artifacts_dir"])
     stages = manifest["stages"]

@@ -1,0 +1,1 @@
+"""The paper: make figures (paper/figures.py), the result CSVs (results.py) and LaTeX (latex.py)."""

@@ -1,0 +1,218 @@
+"""LaTeX tables and claim sentences for paper/main.tex, written from the result CSVs (paper/results.py), never typed.
+
+    python -m paper.latex --results paper/results --out paper/generated
+
+Writes, into --out: `table_<run>.tex` (one per result table the paper shows), `claims.tex` (one macro per claim of the
+mission, `\\claimTokenOverconfidence` ..., each a sentence whose wording follows from the interval: supported, not
+supported, or contradicted at this scale) and `scale.tex` (`\\resultsScale`: what the numbers were run on; a tiny
+mode's CSVs say so in bold). Missing CSVs give a sentence saying the run is missing, so the PDF always builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pandas as pd
+
+CLAIMS = {  # claim -> (macro, what a "yes" says, what an "undetermined" says, what a "no" says)
+    "token_overconfidence": (
+        "claimTokenOverconfidence",
+        "the token probability is overconfident (the interval lies above 0)",
+        "the interval includes 0, so this scale does not show token overconfidence",
+        "the token probability is underconfident here, contrary to the claim",
+    ),
+    "temperature_tradeoff": (
+        "claimTemperature",
+        "the interval lies above 0, supporting the trade-off",
+        "the interval includes 0, so this scale does not support it",
+        "the interval lies below 0, contrary to the claim",
+    ),
+    "sampling_vs_token": (
+        "claimSampling",
+        "the sampling-based estimator discriminates better than MSP",
+        "the paired interval includes 0: no difference at this scale",
+        "MSP, a token baseline, discriminates better",
+    ),
+    "semantic_entropy_open_ended": (
+        "claimSemanticEntropy",
+        "semantic entropy ranks open-ended answers worse than multi-hypothesis confidence, as claimed",
+        "the paired interval includes 0: this scale does not show semantic entropy misfiring",
+        "semantic entropy ranks open-ended answers better, contrary to the claim",
+    ),
+    "revise_calibration": (
+        "claimRevise",
+        "one revision pass lowers ECE",
+        "the paired interval includes 0: no change at this scale",
+        "one revision pass raises ECE: calibration changes, for the worse",
+    ),
+    "label_budget": (
+        "claimLabelBudget",
+        "the tuned estimator beats untuned P(True)",
+        "the paired interval includes 0: no gain over untuned P(True) at this N",
+        "untuned P(True) is better",
+    ),
+}
+METRIC_LABELS = {"auroc": "AUROC", "prr": "PRR", "ece": "ECE", "brier": "Brier", "accuracy": "Acc."}
+
+
+def tex(text: object) -> str:
+    """Escape LaTeX's special characters in a name or number."""
+    out = str(text)
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("%", r"\%"),
+        ("&", r"\&"),
+        ("#", r"\#"),
+        ("$", r"\$"),
+    ):
+        out = out.replace(a, b)
+    return out
+
+
+def cell(value: float, low: float = math.nan, high: float = math.nan, sign: bool = False) -> str:
+    if value is None or not math.isfinite(float(value)):
+        return "undef."
+    fmt = "+.3f" if sign else ".3f"
+    if low is None or high is None or not (math.isfinite(float(low)) and math.isfinite(float(high))):
+        return f"{value:{fmt}}"
+    return f"{value:{fmt}} {{\\scriptsize [{low:{fmt}}, {high:{fmt}}]}}"
+
+
+def tabular(header: list[str], rows: list[list[str]], align: str) -> str:
+    lines = [f"\\begin{{tabular}}{{{align}}}", "\\toprule", " & ".join(header) + r" \\", "\\midrule"]
+    lines += [" & ".join(r) + r" \\" for r in rows]
+    return "\n".join([*lines, "\\bottomrule", "\\end{tabular}", ""])
+
+
+def metrics_table(path: Path) -> str:
+    """Estimator rows (best AUROC first), AUROC / PRR / ECE / Brier with intervals, all questions."""
+    t = pd.read_csv(path)
+    t = t[t["group"] == "all"]
+    metrics = [m for m in ("auroc", "prr", "ece", "brier") if m in t.columns]
+    if "auroc" in t:
+        t = t.sort_values("auroc", ascending=False, na_position="last")
+    rows = [
+        [tex(r["estimator"]), *(cell(r[m], r[f"{m}_low"], r[f"{m}_high"]) for m in metrics)]
+        for _, r in t.iterrows()
+    ]
+    return tabular(["estimator", *(METRIC_LABELS[m] for m in metrics)], rows, "l" + "r" * len(metrics))
+
+
+def temperature_table(decoding: Path, posthoc: Path) -> str:
+    parts = [pd.read_csv(decoding).assign(mode="decoding"), pd.read_csv(posthoc).assign(mode="post-hoc")]
+    t = pd.concat(parts, ignore_index=True)
+    t = t[t["confidence"] == "model"] if "confidence" in t else t
+    rows = [[r["mode"], f"{r['T']:g}", cell(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
+             cell(r["ece"], r["ece_low"], r["ece_high"])] for _, r in t.sort_values(["mode", "T"]).iterrows()]  # fmt: skip
+    return tabular(["mode", "$T$", "accuracy", "ECE"], rows, "lrrr")
+
+
+def scaling_table(path: Path) -> str:
+    """K, R, accuracy and majority-vote accuracy with intervals, generated tokens and GFLOPs per question."""
+    t = pd.read_csv(path)
+    rows = [
+        [
+            f"{int(r['K'])}",
+            f"{int(r['R'])}",
+            cell(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
+            cell(r["vote_accuracy"], r["vote_accuracy_low"], r["vote_accuracy_high"]),
+            f"{r['generated_tokens']:.0f}",
+            f"{r['flops'] / 1e9:.1f}",
+        ]
+        for _, r in t.iterrows()
+    ]
+    header = ["$K$", "$R$", "accuracy", "vote accuracy", "tokens/q", "GFLOPs/q"]
+    return tabular(header, rows, "rrrrrr")
+
+
+def tuning_table(path: Path) -> str:
+    t = pd.read_csv(path)
+    rows = []
+    for _, r in t.iterrows():
+        n = "" if pd.isna(r["N"]) else f"{int(r['N'])}"
+        diff = (
+            "ref."
+            if r["method"] == "p_true"
+            else cell(r["diff_p_true"], r["diff_low"], r["diff_high"], sign=True)
+        )
+        rows.append(
+            [
+                tex(r["method"]),
+                n,
+                METRIC_LABELS.get(r["metric"], tex(r["metric"])),
+                cell(r["value"], r["low"], r["high"]),
+                diff,
+            ]
+        )
+    return tabular(["method", "$N$", "metric", "value", "$-$ untuned P(True)"], rows, "lrlrr")
+
+
+def claim_sentences(claims: pd.DataFrame) -> dict[str, str]:
+    out = {}
+    for claim, (macro, yes, undetermined, no) in CLAIMS.items():
+        part = claims[claims["claim"] == claim]
+        if part.empty:
+            out[macro] = "Not measured: the results hold no run for this claim."
+            continue
+        sentences = []
+        for _, r in part.iterrows():
+            verdict = {
+                "yes": yes,
+                "yes (worse)": no,  # revise: a change for the worse still supports "revise changes calibration"
+                "undetermined": undetermined,
+                "no": no,
+                "undefined": "undefined on these runs (one grade among the questions, or too few of them)",
+                "negligible": "the whole interval is within 0.0005 of 0, so this scale shows no effect",
+            }[str(r["supported"])]
+            sentences.append(
+                f"On \\texttt{{{tex(r['run'])}}}, {tex(r['quantity'])} $=$ {cell(r['value'], r['low'], r['high'], sign=True)} "
+                f"($n={int(r['n'])}$): {verdict}."
+            )
+        out[macro] = " ".join(sentences)
+    return out
+
+
+def write(results: str | Path, out: str | Path) -> list[Path]:
+    """Every .tex file main.tex inputs, from the CSVs in results."""
+    results, out = Path(results), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def put(name: str, text: str) -> None:
+        (out / name).write_text(text)
+        written.append(out / name)
+
+    for path in sorted(results.glob("*__metrics.csv")):
+        put(f"table_{path.name.split('__')[0]}.tex", metrics_table(path))
+    for path in sorted(results.glob("*__sweep_decoding.csv")):
+        run = path.name.split("__")[0]
+        put(f"table_{run}.tex", temperature_table(path, results / f"{run}__sweep_posthoc.csv"))
+    for path in sorted(results.glob("*__accuracy.csv")):
+        put(f"table_{path.name.split('__')[0]}.tex", scaling_table(path))
+    for path in sorted(results.glob("*__tuning_report.csv")):
+        put(f"table_{path.name.split('__')[0]}.tex", tuning_table(path))
+    claims_csv = results / "claims.csv"
+    claims = pd.read_csv(claims_csv) if claims_csv.is_file() else pd.DataFrame(columns=["claim"])
+    put("claims.tex", "".join(f"\\newcommand{{\\{m}}}{{{s}}}\n" for m, s in claim_sentences(claims).items()))
+    scale_file = results / "SCALE"
+    scale = scale_file.read_text().strip() if scale_file.is_file() else "no results yet (run make figures)"
+    tiny = scale.startswith("tiny")
+    shown = f"\\textbf{{{tex(scale)}: a pipeline check, not results}}" if tiny else tex(scale)
+    put("scale.tex", f"\\newcommand{{\\resultsScale}}{{{shown}}}\n")
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m paper.latex", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="paper/results")
+    parser.add_argument("--out", default="paper/generated")
+    args = parser.parse_args(argv)
+    for path in write(args.results, args.out):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

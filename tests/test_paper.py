@@ -1,0 +1,153 @@
+"""The paper's generated LaTeX (paper/latex.py) and claim verdicts (paper/results.py), without TeX: sentences follow
+the intervals, tables carry the CSVs' numbers, a missing run says so, and `make paper` without latexmk is one line."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from paper import latex, results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "direction", "verdict"),
+    [
+        (0.01, 0.2, ">0", "yes"),
+        (-0.2, -0.01, ">0", "no"),
+        (-0.1, 0.1, ">0", "undetermined"),
+        (-0.2, -0.01, "<0", "yes"),
+        (0.01, 0.2, "<0", "no"),
+        (float("nan"), 0.1, ">0", "undefined"),
+        (1e-5, 2e-4, ">0", "negligible"),
+    ],
+)
+def test_verdict_follows_the_interval(low, high, direction, verdict):
+    assert results._verdict(low, high, direction) == verdict
+
+
+def test_claim_sentences_are_worded_from_the_numbers(tmp_path):
+    claims = pd.DataFrame(
+        [
+            results._row(
+                "token_overconfidence", "compare_a", "mean MSP - accuracy", (0.21, 0.15, 0.27), 709, ">0"
+            ),
+            results._row(
+                "sampling_vs_token", "compare_a", "AUROC se - AUROC msp", (0.02, -0.03, 0.07), 709, ">0"
+            ),
+            results._row("label_budget", "tuning", "AUROC lora N=250", (-0.08, -0.12, -0.04), 300, ">0"),
+            results._row("semantic_entropy_open_ended", "c", "AUROC se - mh", (np.nan,) * 3, 2, "<0"),
+            results._row("temperature_tradeoff", "t", "accuracy", (1e-12, 0.0, 2e-12), 6, ">0"),
+        ]
+    )
+    claims.to_csv(tmp_path / "claims.csv", index=False)
+    (tmp_path / "SCALE").write_text("paper scale\n")
+    latex.write(tmp_path, tmp_path / "gen")
+    text = (tmp_path / "gen" / "claims.tex").read_text()
+    macros = dict(
+        line.removeprefix("\\newcommand{\\").split("}{", 1)
+        for line in text.splitlines()
+        if line.startswith("\\new")
+    )
+    assert set(macros) == {m for m, *_ in latex.CLAIMS.values()}
+    assert "+0.210 {\\scriptsize [+0.150, +0.270]}" in macros["claimTokenOverconfidence"]
+    assert (
+        "overconfident" in macros["claimTokenOverconfidence"]
+        and "compare\\_a" in macros["claimTokenOverconfidence"]
+    )
+    assert "includes 0" in macros["claimSampling"]
+    assert "untuned P(True) is better" in macros["claimLabelBudget"]
+    assert macros["claimRevise"].startswith("Not measured")  # no run for it in these results
+    assert (
+        "undef." in macros["claimSemanticEntropy"]
+        and "undefined on these runs" in macros["claimSemanticEntropy"]
+    )
+    assert "shows no effect" in macros["claimTemperature"] and "supporting" not in macros["claimTemperature"]
+    assert "paper scale" in (tmp_path / "gen" / "scale.tex").read_text()
+
+
+def test_revise_either_direction_supports_a_change(tmp_path):
+    better = results._row("revise_calibration", "s", "ECE R1-R0", (-0.1, -0.2, -0.05), 50, "<0")
+    worse = results._row("revise_calibration", "s", "ECE R1-R0", (0.1, 0.05, 0.2), 50, "<0")
+    worse["supported"] = "yes (worse)"  # as scaling_claims marks it
+    macros = latex.claim_sentences(pd.DataFrame([better, worse]))
+    first, second = macros["claimRevise"].split(". On ")
+    assert "lowers ECE" in first and "raises ECE" in second
+
+
+def test_metrics_table_carries_every_estimator_and_interval(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for name in ("msp", "semantic_entropy", "p_true"):
+        v = rng.random(4)
+        rows.append({"group": "all", "estimator": name, "n": 100, "n_missing": 0,
+                     **{m: v[i] for i, m in enumerate(("auroc", "prr", "ece", "brier"))},
+                     **{f"{m}_low": v[i] - 0.05 for i, m in enumerate(("auroc", "prr", "ece", "brier"))},
+                     **{f"{m}_high": v[i] + 0.05 for i, m in enumerate(("auroc", "prr", "ece", "brier"))}})  # fmt: skip
+    rows.append({**rows[0], "group": "closed", "estimator": "closed_only"})
+    table = pd.DataFrame(rows)
+    table.to_csv(tmp_path / "run_x__metrics.csv", index=False)
+    latex.write(tmp_path, tmp_path / "gen")
+    tex = (tmp_path / "gen" / "table_run_x.tex").read_text()
+    body = [line for line in tex.splitlines() if line.endswith("\\\\") and "estimator" not in line]
+    assert [line.split(" & ")[0] for line in body] == [
+        latex.tex(n)
+        for n in table[table["group"] == "all"].sort_values("auroc", ascending=False)["estimator"]
+    ]
+    r = table.iloc[1]
+    assert f"{r['ece']:.3f} {{\\scriptsize [{r['ece'] - 0.05:.3f}, {r['ece'] + 0.05:.3f}]}}" in tex
+    assert "closed\\_only" not in tex
+
+
+def test_no_results_still_builds_the_inputs(tmp_path):
+    written = latex.write(tmp_path / "none", tmp_path / "gen")
+    assert {p.name for p in written} == {"claims.tex", "scale.tex"}
+    assert "no results yet" in (tmp_path / "gen" / "scale.tex").read_text()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_paper_without_latexmk_names_the_debian_packages(tmp_path):
+    done = subprocess.run(
+        [shutil.which("make"), "-s", "-C", str(ROOT), "latexmk-check"],
+        env={"PATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("make paper: latexmk is missing; install: sudo apt-get install -y latexmk")
+    assert "texlive-latex-extra" in lines[0] and "texlive-fonts-recommended" in lines[0]
+
+
+def test_paper_scale_runs_meet_the_issue_sizes(tmp_path, capsys):
+    """Every paper-scale run composes, and the sizes are the issue's: the whole built-in mixed suite for both models,
+    at least 200 evaluation questions for each study, 1,000 bootstrap resamples everywhere."""
+    from calib.pipeline.config import compose
+    from calib.tasks import load_task
+    from calib.tasks.tuning import evaluation_examples
+    from paper.figures import main, runs
+
+    cfgs = {r.name: compose(r.overrides("paper")) for r in runs("paper")}
+    compare_models = {c.model.name for n, c in cfgs.items() if n.startswith("compare_")}
+    assert compare_models == {"smollm2-135m-instruct", "gemma3-270m"}
+    mixed = len(load_task("mixed").examples)
+    for name, cfg in cfgs.items():
+        assert cfg.metrics.n_resamples >= 1000, name
+        if name.startswith("compare_") or name == "temperature":
+            assert cfg.task.limit is None and cfg.task.name == "mixed" and mixed >= 200, name
+        elif name == "scaling":
+            assert cfg.task.limit >= 200
+        else:
+            t = cfg.study.calibration_tuning
+            assert t.eval_limit is None and len(evaluation_examples(t.eval_kind)) >= 200, name
+    budgets = sorted(c.study.calibration_tuning.n for n, c in cfgs.items() if n.startswith("tuning_lora"))
+    assert len(budgets) >= 3
+    main(["--dry-run", "--work", str(tmp_path)])  # nothing runs: each run says what it would do
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(cfgs) and all("would run  calib " in line for line in out)
