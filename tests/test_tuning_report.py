@@ -74,6 +74,23 @@ def test_cli_writes_table_markdown_and_figures(runs, tmp_path, capsys):
         assert path.is_file() and path.stat().st_size > 1000
 
 
+def test_cost_table_reads_each_artifact_once(runs, tmp_path, capsys):
+    from calib.cli import main
+
+    root, _ = runs
+    cost = report.costs([root])
+    assert list(zip(cost["method"], cost["N"])) == [
+        (m, n) for m in ("lora", "probe") for n in (100, 1000, 4000)
+    ]
+    assert cost["train_seconds"].tolist() == [6.0 * n for n in (100, 1000, 4000)] * 2
+    assert cost.loc[cost["method"] == "lora", "steps"].tolist() == [12, 125, 500]
+    main(["tuning-report", str(root), "--out", str(tmp_path / "out"), "--metric", "auroc"])
+    printed = capsys.readouterr().out
+    assert "| lora | 1000 | 100.0 min | 125 | 3.00 GiB | 0.400 |" in printed
+    assert "| probe | 4000 | 400.0 min |  |  | 0.400 |" in printed
+    assert pd.read_csv(tmp_path / "out" / "tuning_cost.csv").shape[0] == 6
+
+
 def test_figure_has_one_line_per_method_labelled_ticks_and_baseline_bands(runs, tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 

@@ -82,6 +82,8 @@ def write_fake_run(folder, method: str, n: int, strength: float, eval_limit=None
         "n": n,
         "accuracy": 0.4,
         "cached": False,
+        "train_seconds": 6.0 * n,  # as the store's meta records it: seconds of the fit
+        **({"steps": n // 8, "peak_rss_bytes": 3 << 30} if method == "lora" else {}),
     }
     (folder / "tuning.json").write_text(
         json.dumps({**record, "artifact": "/nowhere", "eval_run": str(eval_dir)})

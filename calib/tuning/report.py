@@ -295,6 +295,48 @@ def write(table: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] = ("p
     ]
 
 
+def costs(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """What each trained artifact cost, from each run's tuning.json: training seconds (LoRA: the steps; probe: the
+    hidden-state pass and the fits; not the generation of the training answers, a stage of its own), steps, the
+    training's peak RSS (LoRA) and the training answers' accuracy. Runs sharing an artifact count once."""
+    rows = []
+    for folder in find_runs(paths):
+        record = json.loads((folder / "tuning.json").read_text())
+        run = read_run(folder)
+        rows.append(
+            {
+                "method": run.method,
+                "N": run.n_labels,
+                "train_seconds": record.get("train_seconds", float("nan")),
+                "steps": record.get("steps"),
+                "peak_rss_gib": record.get("peak_rss_bytes", float("nan")) / 2**30,
+                "train_accuracy": record.get("accuracy", float("nan")),
+                "artifact": record.get("key", ""),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.drop_duplicates("artifact").sort_values(["method", "N"]).reset_index(drop=True)
+
+
+def cost_markdown(table: pd.DataFrame) -> str:
+    lines = [
+        "## what training cost",
+        "",
+        "| method | N | train time | steps | peak RSS | training accuracy |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for _, r in table.iterrows():
+        steps = "" if pd.isna(r["steps"]) else str(int(r["steps"]))
+        rss = "" if pd.isna(r["peak_rss_gib"]) else f"{r['peak_rss_gib']:.2f} GiB"
+        lines.append(
+            f"| {r['method']} | {int(r['N'])} | {r['train_seconds'] / 60:.1f} min | {steps} | {rss} | "
+            f"{r['train_accuracy']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def _cell(value: float, low: float, high: float, sign: bool = False) -> str:
     if not math.isfinite(value):
         return "undef"
@@ -354,6 +396,16 @@ def main(argv: Sequence[str]) -> None:
     if not formats or set(formats) - {"png", "pdf", "svg"}:
         parser.error(f"--formats: got {args.formats!r}; pass a comma-separated list of png, pdf, svg")
     table = gather(args.paths, args.metric, args.group)
-    for path in write(table, args.out, formats):
+    written = write(table, args.out, formats)
+    cost = costs(args.paths)
+    if not cost.empty:
+        from calib.cache import atomic_write_text
+
+        atomic_write_text(Path(args.out) / "tuning_cost.csv", cost.to_csv(index=False, float_format="%.6g"))
+        written.append(Path(args.out) / "tuning_cost.csv")
+    for path in written:
         print(f"wrote {path}")
     print(markdown(table))
+    if not cost.empty:
+        print()
+        print(cost_markdown(cost))
