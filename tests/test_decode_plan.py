@@ -159,3 +159,16 @@ def test_prefill_groups_shrink_to_fit_on_an_accelerator(tiny_llama):
     assert 1 <= group <= gpu.prefill_group and prefill_bytes(cfg, group, 512, 4) <= free_memory_bytes() // 4
     budget = prefill_bytes(cfg, 5, 512, 4)  # room for 5 prompts: the largest power of two that fits is 4
     assert prefill_group_size(gpu, cfg, 512, 4, budget) == 4
+
+
+def test_cache_lengths_are_few_fixed_sizes():
+    """Cache slots are multiples of 64 and hold the prompt bucket plus the room: the main job's shards (longest
+    prompts 89 to 117 tokens, 16 new tokens) share two cache lengths instead of three."""
+    from calib.decode.planning import CACHE_STEP, bucket, bucket_length, cache_length
+
+    for prompt in range(1, 700, 7):
+        for room in (1, 8, 16, 24, 100):
+            slots = cache_length(prompt, room)
+            assert slots % CACHE_STEP == 0 and bucket_length(prompt) + bucket(room) <= slots
+            assert slots < bucket_length(prompt) + bucket(room) + CACHE_STEP
+    assert {cache_length(n, 16) for n in (89, 116, 109, 117, 112, 107)} == {128, 192}
