@@ -51,18 +51,24 @@ METRICS: dict[str, MetricInfo] = {
 
 
 def metric_functions(cfg: MetricsConfig) -> dict[str, Callable]:
-    """One callable per metric, built once so the bootstrap's compiled programs are reused across estimators."""
+    """One callable per metric, built once per settings so the bootstrap's compiled program is reused across
+    estimators and across evaluate() calls (a study evaluates many runs)."""
+    return dict(_metric_functions(tuple(cfg.names), cfg.n_bins, cfg.binning))
+
+
+@functools.lru_cache(maxsize=8)
+def _metric_functions(names: tuple[str, ...], n_bins: int, binning: str) -> tuple[tuple[str, Callable], ...]:
     from calib import metrics
 
     out = {}
-    for name in cfg.names:
+    for name in names:
         fn = getattr(metrics, name)
         if name == "ace":
-            fn = functools.partial(fn, n_bins=cfg.n_bins)
+            fn = functools.partial(fn, n_bins=n_bins)
         elif METRICS[name].binned:
-            fn = functools.partial(fn, n_bins=cfg.n_bins, binning=cfg.binning)
+            fn = functools.partial(fn, n_bins=n_bins, binning=binning)
         out[name] = fn
-    return out
+    return tuple(out.items())
 
 
 def evaluation_groups(open_ended: np.ndarray, by_kind: bool) -> dict[str, np.ndarray]:
