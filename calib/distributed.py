@@ -43,6 +43,10 @@ class Process:
         """Wait until every process reaches the barrier `name` (the coordinator's key-value store; no device work)."""
         if self.count == 1:
             return
+        # jax (0.10) has no public handle on the coordination service's barrier. The public
+        # multihost_utils.sync_global_devices is a device all-gather over every process's devices: it compiles a
+        # program, runs a cross-host collective (gloo on CPU, NCCL on GPU) that calib otherwise never needs, and has
+        # no timeout, where this waits at most timeout_s for a process that is still generating its share.
         from jax._src import distributed as jax_distributed
 
         client = jax_distributed.global_state.client

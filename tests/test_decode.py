@@ -283,11 +283,11 @@ def test_going_on_with_the_running_rows_in_a_smaller_batch_changes_nothing(tiny_
 
 
 def test_memory_budget_splits_work_into_batches_with_identical_results(tiny_llama):
-    from calib.decode.planning import bucket, bucket_length, bytes_per_row, decode_plan
+    from calib.decode.planning import bytes_per_row, cache_length, decode_plan
 
     kwargs = dict(num_samples=2, max_new_tokens=8, stop=(), seed=9)
     whole = generate(tiny_llama, PROMPTS, **kwargs)
-    cache_len = bucket_length(max(len(tiny_llama.encode(p)) for p in PROMPTS)) + bucket(8)
+    cache_len = cache_length(max(len(tiny_llama.encode(p)) for p in PROMPTS), 8)
     one_prompt = 2 * bytes_per_row(tiny_llama.config, cache_len, decode_plan().buffer(8), 5, 4)
     split = generate(tiny_llama, PROMPTS, memory_budget=one_prompt, **kwargs)
     assert split.texts == whole.texts

@@ -159,3 +159,37 @@ def test_prefill_groups_shrink_to_fit_on_an_accelerator(tiny_llama):
     assert 1 <= group <= gpu.prefill_group and prefill_bytes(cfg, group, 512, 4) <= free_memory_bytes() // 4
     budget = prefill_bytes(cfg, 5, 512, 4)  # room for 5 prompts: the largest power of two that fits is 4
     assert prefill_group_size(gpu, cfg, 512, 4, budget) == 4
+
+
+def test_cache_lengths_are_few_fixed_sizes():
+    """Cache slots are multiples of 64 and hold the prompt bucket plus the room: the main job's shards (longest
+    prompts 89 to 117 tokens, 16 new tokens) share two cache lengths instead of three."""
+    from calib.decode.planning import CACHE_STEP, bucket, bucket_length, cache_length
+
+    for prompt in range(1, 700, 7):
+        for room in (1, 8, 16, 24, 100):
+            slots = cache_length(prompt, room)
+            assert slots % CACHE_STEP == 0 and bucket_length(prompt) + bucket(room) <= slots
+            assert slots < bucket_length(prompt) + bucket(room) + CACHE_STEP
+    assert {cache_length(n, 16) for n in (89, 116, 109, 117, 112, 107)} == {128, 192}
+
+
+def test_rows_written_back_need_one_program_for_any_count():
+    """put_rows writes a taken batch back with out-of-range indices for its idle rows: the result is numpy's
+    assignment of the running rows only, and 1, 3 or 5 running rows of an 8-row part share one program."""
+    from calib.decode import session
+
+    rng = np.random.default_rng(0)
+    base = {"a": rng.normal(size=(20, 3)).astype(np.float32), "b": np.arange(20, dtype=np.int32)}
+    part = {"a": rng.normal(size=(8, 3)).astype(np.float32), "b": 100 + np.arange(8, dtype=np.int32)}
+    take = rng.permutation(20)[:8]
+    programs.install()
+    before = programs.snapshot()
+    for running in (1, 3, 5):
+        rows = np.where(np.arange(8) < running, take, 20).astype(np.int32)
+        got = session.put_rows(jax.tree.map(np.copy, base), rows, part)
+        for name in base:
+            want = base[name].copy()
+            want[take[:running]] = part[name][:running]
+            np.testing.assert_array_equal(np.asarray(got[name]), want)
+    assert programs.snapshot().since(before).by_function.get("jit(put_rows)", 0) == 1

@@ -127,3 +127,16 @@ def test_without_a_model_the_estimators_say_what_they_need():
     with pytest.raises(CalibError, match=r"'self_certainty' needs distribution .*load a model"):
         check_needs([get_estimator(n) for n in names], available_needs(num_samples=1, has_model=False))
     check_needs([get_estimator(n) for n in names], available_needs(num_samples=1, has_model=True))
+
+
+def test_fisher_rao_in_float32_near_the_uniform_distribution():
+    """The distance of a near-uniform p (an untrained model's) in float32 equals float64 numpy's to 1e-7: computed
+    as arccos(Σ √(p/V)), the coefficient's float32 rounding near 1 gave errors up to ~1e-6 (tensor-parallel runs
+    then differed from one device's by as much)."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(64, 260)) * np.geomspace(1e-3, 0.3, 64)[:, None]
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    want = _numpy_reference(log_p, np.zeros(64, int))[:, 1]
+    got = np.asarray(STATISTICS(jnp.asarray(logits, jnp.float32), jnp.zeros(64, jnp.int32)))[:, 1]
+    assert np.abs(got - want).max() < 1e-7
+    assert want.min() < 1e-3 < 0.02 < want.max()  # from nearly uniform to clearly not

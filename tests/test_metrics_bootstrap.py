@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from calib.errors import CalibError
-from calib.metrics import auroc, bootstrap_ci, brier, ece, paired_bootstrap
+from calib.metrics import auroc, bootstrap_ci, bootstrap_metrics, brier, ece, paired_bootstrap
 
 N, R = 400, 200
 
@@ -119,3 +119,44 @@ def test_bad_settings_and_inputs(data):
         bootstrap_ci(ece, c, y[:-1])
     with pytest.raises(CalibError, match="mismatched"):
         paired_bootstrap(ece, c, c[:-1], y)
+
+
+def test_all_metrics_in_one_program_equal_bootstrap_ci_metric_by_metric():
+    """bootstrap_metrics (the evaluate stage's path) gives each metric's bootstrap_ci, point and interval, with one
+    program for the 14 metrics at a new sample size; the AUROC interval is also a sklearn loop's."""
+    from calib.pipeline import programs
+    from calib.pipeline.config import MetricsConfig
+    from calib.pipeline.evaluate import metric_functions
+
+    rng = np.random.default_rng(4)
+    n = 137  # a sample size no other test uses, so its program is new here
+    c = np.round(rng.random(n), 2)  # ties, as verbalized confidences have
+    y = (rng.random(n) < c).astype(float)
+    fns = metric_functions(MetricsConfig())
+    programs.install()
+    before = programs.snapshot()
+    together = bootstrap_metrics(fns, c, y, n_resamples=R, seed=7)
+    assert programs.snapshot().since(before).programs == 1
+    assert list(together) == list(fns) and len(fns) == 14
+    for name, fn in fns.items():
+        alone = bootstrap_ci(fn, c, y, n_resamples=R, seed=7)
+        np.testing.assert_allclose(together[name], alone, atol=1e-6, err_msg=name)
+    ref = [roc_auc_score(y[i], c[i]) for i in loop_indices(7, R, n)]
+    np.testing.assert_allclose(together["auroc"][1:], percentile(ref), atol=1e-6)
+    assert together["auroc"].point == pytest.approx(roc_auc_score(y, c), abs=1e-6)
+    small = bootstrap_metrics(fns, c, y, n_resamples=R, seed=7, batch_size=9)  # several batches, same draws
+    for name in fns:
+        np.testing.assert_allclose(small[name], together[name], atol=1e-6, err_msg=name)
+
+
+def test_all_metrics_warn_and_fail_as_each_metric_does():
+    from calib.metrics.selective import UNDEFINED
+
+    c = np.linspace(0.1, 0.9, 12)
+    with pytest.warns(RuntimeWarning, match=UNDEFINED["auroc"]):
+        out = bootstrap_metrics({"auroc": auroc, "brier": brier}, c, np.zeros(12), n_resamples=20)
+    assert np.isnan(out["auroc"].point) and out["brier"].point == pytest.approx(np.mean(c**2), abs=1e-6)
+    with pytest.raises(CalibError, match="outside"):
+        bootstrap_metrics({"brier": brier}, c + 1, np.zeros(12), n_resamples=20)
+    with pytest.raises(CalibError, match="mismatched"):
+        bootstrap_metrics({"brier": brier}, c, np.zeros(11), n_resamples=20)

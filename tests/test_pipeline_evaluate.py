@@ -107,3 +107,22 @@ def test_tables_order_and_join(data):
     results = results_table(grades, {n: {"confidence": c, "raw": -c} for n, c in confidences.items()})
     assert len(results) == 3 * len(correct)
     np.testing.assert_array_equal(results.loc[results["estimator"] == "noise", "raw"], -confidences["noise"])
+
+
+def test_every_metric_of_a_sample_size_is_one_program_reused_by_the_next_evaluation(data):
+    """Groups of 120, 80 and 40 questions plus the gappy estimator's 110, 74 and 36: six sample sizes, six programs for
+    the three metrics; evaluating again with an equal config builds none and gives the same table."""
+    from calib.pipeline import programs
+
+    correct, open_ended, confidences, _ = data
+    programs.install()
+    make = lambda: MetricsConfig(names=["auroc", "prr", "ece"], n_resamples=30, seed=4, show=[])  # noqa: E731
+    before = programs.snapshot()
+    first = evaluate(correct, open_ended, confidences, make(), progress=False)
+    assert programs.snapshot().since(before).by_function.get("jit(run)", 0) <= 6
+    before = programs.snapshot()
+    again = evaluate(correct, open_ended, confidences, make(), progress=False)
+    assert programs.snapshot().since(before).programs == 0
+    pd.testing.assert_frame_equal(first, again)
+    good = first[(first["estimator"] == "good") & (first["group"] == "all")].set_index("metric")["value"]
+    assert good["auroc"] == pytest.approx(roc_auc_score(correct, confidences["good"]), abs=1e-6)

@@ -117,9 +117,10 @@ def test_sharded_generation_matches_one_call_and_resumes_bit_identically(tmp_pat
     import shutil
 
     from calib.decode import generate
+    from calib.decode.types import Sampling
 
     prompts = [f"Question {i}: what is {i} + {i}?" for i in range(5)]
-    spec = generation.DecodingSpec(2, 6, 1.0, None, None, None, ("\n",), 3)
+    spec = generation.DecodingSpec(Sampling(max_new_tokens=6, stop=("\n",)), num_samples=2, seed=3)
     store = ArtifactStore(tmp_path)
     (sharded,), record = generation.run_generate(
         store, "k", {"x": 1}, tiny_llama, prompts, spec, 2, progress=False

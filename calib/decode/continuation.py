@@ -187,8 +187,11 @@ class DecodeSession:
             spec,
             resume=True,
         )
-        state = session.put_rows(state, running, part)
         n = running.size
+        back = np.where(np.arange(size) < n, take, n_rows).astype(
+            np.int32
+        )  # idle rows: out of range, skipped
+        state = session.put_rows(state, back, part)
         for name in session.STEP_FIELDS:
             getattr(record, name)[running, end:] = getattr(rest, name)[:n, end:]
         record.lengths[running] += rest.lengths[:n]

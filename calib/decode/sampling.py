@@ -166,8 +166,10 @@ def distribution_statistics(
         renyi = jnp.sum(jnp.exp(log_pt) * log_pt, axis=-1) + log_vocab  # the α → 1 limit: KL(p_T ‖ U)
     else:
         renyi = jax.nn.logsumexp(alpha * log_pt, axis=-1) / (alpha - 1.0) + log_vocab
-    bhattacharyya = jnp.exp(jax.nn.logsumexp(0.5 * log_pt, axis=-1) - 0.5 * log_vocab)
-    fisher_rao = 2.0 / jnp.pi * jnp.arccos(jnp.clip(bhattacharyya, 0.0, 1.0))
+    # arccos(Σ √(p_T U)) = 2 arcsin(‖√p_T − √U‖ / 2): arccos of a coefficient near 1 (a near-uniform p_T) turns
+    # its float32 rounding (6e-8) into ~1e-6 of distance (slope 1/sin), the arcsin of the distance does not.
+    hellinger = jnp.sqrt(jnp.sum((jnp.exp(0.5 * log_pt) - jnp.exp(-0.5 * log_vocab)) ** 2, axis=-1))
+    fisher_rao = 4.0 / jnp.pi * jnp.arcsin(jnp.clip(hellinger / 2, 0.0, 1.0))
     self_certainty = -jnp.mean(log_p, axis=-1) - log_vocab
     k = min(vocab, int(np.ceil(1.0 / epsilon)) + 1)
     top_lp, top_ids = jax.lax.top_k(log_p, k)

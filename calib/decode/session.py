@@ -331,6 +331,9 @@ def take_rows(state: DecodeState, rows: jax.Array) -> DecodeState:
 
 @functools.partial(jax.jit, donate_argnames=("state",))
 def put_rows(state: DecodeState, rows: jax.Array, part: DecodeState) -> DecodeState:
-    """Write the first len(rows) rows of `part` back into `state` at `rows`."""
-    n = rows.shape[0]
-    return jax.tree.map(lambda x, y: x.at[rows].set(y[:n]), state, part)
+    """Write row i of `part` back into `state` at rows[i]; an index past the last row skips that row of `part`.
+
+    `rows` has one entry per row of `part` (the batch size taken), so one program serves every number of rows
+    written back; with one index per written row it was a program per count (21 of the main job's 48 generate
+    programs)."""
+    return jax.tree.map(lambda x, y: x.at[rows].set(y, mode="drop"), state, part)

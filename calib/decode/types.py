@@ -11,9 +11,10 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Sampling:
-    """How to pick tokens in one decode pass: the sampling settings a user gives (generate() and revise() build one
-    from their arguments; the pipeline's `decoding` config feeds those). The decode loop compiles only what changes
-    its program (session.SamplingSpec.of); the rest becomes per-row arrays and stop criteria."""
+    """How to pick tokens in one decode pass: the one type for the sampling settings. Its fields are generate()'s and
+    revise()'s keyword arguments of the same names (they build one from them); the generate stage keeps one in its
+    DecodingSpec (calib.pipeline.generation), built from the `decoding` config. The decode loop compiles only what
+    changes its program (session.SamplingSpec.of); the rest becomes per-row arrays and stop criteria."""
 
     max_new_tokens: int = 32
     temperature: float = 1.0

@@ -5,7 +5,7 @@ a Python float; called on traced arrays (inside jit/vmap, e.g. by bootstrap_ci) 
 a JAX scalar. Definitions, bin conventions and the libraries each metric matches: docs/metrics.md.
 """
 
-from calib.metrics.bootstrap import BootstrapResult, bootstrap_ci, paired_bootstrap
+from calib.metrics.bootstrap import BootstrapResult, bootstrap_ci, bootstrap_metrics, paired_bootstrap
 from calib.metrics.calibration import (
     average_bin_ce,
     debiased_l2_ce,
@@ -37,6 +37,7 @@ __all__ = [
     "auroc",
     "average_bin_ce",
     "bootstrap_ci",
+    "bootstrap_metrics",
     "brier",
     "brier_skill",
     "classwise_ece",

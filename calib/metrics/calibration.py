@@ -170,13 +170,14 @@ def reliability_bins(confidence: Any, correct: Any, n_bins: int = 15, binning: s
     """Per-bin count, mean confidence, accuracy and edges (numpy), for reliability diagrams and tables."""
     validate.positive_int(n_bins, "n_bins")
     validate.choice(binning, "binning", BINNINGS)
-    c, y = validate.pair(confidence, correct, soft=True)
-    cj, yj = jnp.asarray(c), jnp.asarray(y)
-    count, resid, hits = (np.asarray(a, np.float64) for a in _bin_sums_jit(cj, yj, n_bins, binning))
+    c, y = validate.pair(
+        confidence, correct, soft=True
+    )  # numpy in: an eager jnp.asarray is a program per shape
+    count, resid, hits = (np.asarray(a, np.float64) for a in _bin_sums_jit(c, y, n_bins, binning))
     if binning == "uniform":
         edges = uniform_edges(n_bins).astype(np.float64)
     else:
-        inner = np.asarray(_quantile_edges_jit(cj, n_bins), np.float64)
+        inner = np.asarray(_quantile_edges_jit(c, n_bins), np.float64)
         edges = np.concatenate([[0.0], inner, [1.0]])
         count, resid, hits = count[: len(edges) - 1], resid[: len(edges) - 1], hits[: len(edges) - 1]
     safe = np.maximum(count, 1.0)

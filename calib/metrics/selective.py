@@ -113,9 +113,18 @@ def spearman_core(c: jax.Array, q: jax.Array) -> jax.Array:
     return jnp.where(den > 0, jnp.sum(rc * rq) / jnp.where(den > 0, den, 1.0), jnp.nan)
 
 
-def _warn_nan(value: float, metric: str, why: str) -> float:
+# Why a metric is NaN on the full data (the warning calling it gives; bootstrap_metrics gives the same).
+UNDEFINED = {
+    "auroc": "correct has a single class, so AUROC is undefined",
+    "auprc": "correct has no positive (correct) row, so AUPRC is undefined",
+    "prr": "quality is constant (or max_rejection * n < 1), so oracle and random coincide",
+    "spearman": "confidence or quality is constant, so the rank correlation is undefined",
+}
+
+
+def _warn_nan(value: float, metric: str) -> float:
     if math.isnan(value):
-        warnings.warn(f"{metric}: {why}; returning NaN", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{metric}: {UNDEFINED[metric]}; returning NaN", RuntimeWarning, stacklevel=3)
     return value
 
 
@@ -134,7 +143,7 @@ def auroc(confidence: Any, correct: Any) -> float:
     """
     out = _run(auroc_core, confidence, correct, False, "correct")
     if isinstance(out, float):
-        _warn_nan(out, "auroc", "correct has a single class, so AUROC is undefined")
+        _warn_nan(out, "auroc")
     return out
 
 
@@ -145,7 +154,7 @@ def auprc(confidence: Any, correct: Any) -> float:
     """
     out = _run(auprc_core, confidence, correct, False, "correct")
     if isinstance(out, float):
-        _warn_nan(out, "auprc", "correct has no positive (correct) row, so AUPRC is undefined")
+        _warn_nan(out, "auprc")
     return out
 
 
@@ -160,7 +169,7 @@ def prr(confidence: Any, quality: Any, max_rejection: float = 1.0) -> float:
     rho = validate.fraction(max_rejection, "max_rejection")
     out = _run(prr_core, confidence, quality, True, "quality", max_rejection=rho)
     if isinstance(out, float):
-        _warn_nan(out, "prr", "quality is constant (or max_rejection * n < 1), so oracle and random coincide")
+        _warn_nan(out, "prr")
     return out
 
 
@@ -205,6 +214,4 @@ def spearman(confidence: Any, quality: Any) -> float:
     q = validate.finite_vector(quality, "quality")
     validate.same_length(("confidence", c), ("quality", q))
     out = float(spearman_core(jnp.asarray(c), jnp.asarray(q, jnp.float32)))
-    return _warn_nan(
-        out, "spearman", "confidence or quality is constant, so the rank correlation is undefined"
-    )
+    return _warn_nan(out, "spearman")

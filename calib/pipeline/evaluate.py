@@ -51,18 +51,24 @@ METRICS: dict[str, MetricInfo] = {
 
 
 def metric_functions(cfg: MetricsConfig) -> dict[str, Callable]:
-    """One callable per metric, built once so the bootstrap's compiled programs are reused across estimators."""
+    """One callable per metric, built once per settings so the bootstrap's compiled program is reused across
+    estimators and across evaluate() calls (a study evaluates many runs)."""
+    return dict(_metric_functions(tuple(cfg.names), cfg.n_bins, cfg.binning))
+
+
+@functools.lru_cache(maxsize=8)
+def _metric_functions(names: tuple[str, ...], n_bins: int, binning: str) -> tuple[tuple[str, Callable], ...]:
     from calib import metrics
 
     out = {}
-    for name in cfg.names:
+    for name in names:
         fn = getattr(metrics, name)
         if name == "ace":
-            fn = functools.partial(fn, n_bins=cfg.n_bins)
+            fn = functools.partial(fn, n_bins=n_bins)
         elif METRICS[name].binned:
-            fn = functools.partial(fn, n_bins=cfg.n_bins, binning=cfg.binning)
+            fn = functools.partial(fn, n_bins=n_bins, binning=binning)
         out[name] = fn
-    return out
+    return tuple(out.items())
 
 
 def evaluation_groups(open_ended: np.ndarray, by_kind: bool) -> dict[str, np.ndarray]:
@@ -81,8 +87,9 @@ def evaluate(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Long table: group, estimator, metric, value, low, high, n, n_missing."""
-    from calib.metrics import bootstrap_ci
+    from calib.metrics import bootstrap_metrics
 
+    nan = float("nan")
     fns = metric_functions(cfg)
     correct = np.asarray(correct, dtype=np.float64)
     rows, notes = [], {}
@@ -92,19 +99,21 @@ def evaluate(
         for group, mask in groups.items():
             valid = mask & ~np.isnan(conf)
             c, y = conf[valid], correct[valid]
-            for name, fn in fns.items():
-                value = low = high = float("nan")
-                if c.size:
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always")
-                        if cfg.n_resamples >= 2 and c.size >= 2:
-                            value, low, high = bootstrap_ci(
-                                fn, c, y, n_resamples=cfg.n_resamples, alpha=cfg.alpha, seed=cfg.seed
-                            )
-                        else:
-                            value = float(fn(c, y))
-                    for w in caught:
-                        notes.setdefault(str(w.message).split(";")[0], set()).add(estimator)
+            results = {}
+            if c.size:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    if cfg.n_resamples >= 2 and c.size >= 2:
+                        # every metric in one compiled program per sample size (bootstrap_ci's resamples)
+                        results = bootstrap_metrics(
+                            fns, c, y, n_resamples=cfg.n_resamples, alpha=cfg.alpha, seed=cfg.seed
+                        )
+                    else:
+                        results = {name: (float(fn(c, y)), nan, nan) for name, fn in fns.items()}
+                for w in caught:
+                    notes.setdefault(str(w.message).split(";")[0], set()).add(estimator)
+            for name in fns:
+                value, low, high = results.get(name, (nan, nan, nan))
                 rows.append(
                     {
                         "group": group,

@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from calib.cache import atomic_dir
-from calib.decode.types import Generations
+from calib.decode.types import Generations, Sampling
 from calib.pipeline.store import ArtifactStore, publish, read_arrays, read_json, write_arrays, write_json
 from calib.progress import progress_bar
 
@@ -38,24 +38,30 @@ RAGGED = ("token_ids", "token_logprobs", "sample_logprobs", "token_entropies", "
 
 @dataclass(frozen=True)
 class DecodingSpec:
-    """The decoding settings that determine the generated text (shard_size, also in the key, is passed apart)."""
+    """The decoding settings that determine the generated text (shard_size, also in the key, is passed apart): the
+    sampling settings as the one type the decode API has for them (calib.decode.types.Sampling, whose fields are
+    generate()'s and revise()'s keyword arguments), and how many answers, from which seed, revised how often."""
 
+    sampling: Sampling
     num_samples: int
-    max_new_tokens: int
-    temperature: float
-    top_p: float | None
-    top_k: int | None
-    min_p: float | None
-    stop: tuple[str, ...]
     seed: int
     revise_passes: int = 0  # R: times each answer is revised after a cue, continuing its KV cache
     cue: str = "self_check"  # calib.decode.revise.CUES
     style: str | None = None  # prompt style the cue is rendered in (chat / completion)
     include_greedy: bool = True  # False: the K sampled rows only (one sample per T of a temperature sweep)
-    top_logprobs: int = 5  # top tokens stored per step (post-hoc re-tempering reads more of them)
+
+    @classmethod
+    def of(cls, settings: dict, style: str | None) -> DecodingSpec:
+        """From a dict of DecodingConfig's fields (plus EXTRA_SETTINGS; shard_size is ignored)."""
+        names = {f.name for f in fields(Sampling)}
+        sampling = Sampling(
+            **{k: v for k, v in settings.items() if k in names and k != "stop"}, stop=tuple(settings["stop"])
+        )
+        rest = {k: v for k, v in settings.items() if k not in names and k != "shard_size"}
+        return cls(sampling, style=style, **rest)
 
 
-EXTRA_SETTINGS = {"include_greedy": True, "top_logprobs": 5}  # DecodingSpec fields that DecodingConfig lacks
+EXTRA_SETTINGS = {"include_greedy": True, "top_logprobs": 5}  # settings that DecodingConfig lacks
 COUNTS = "revision.safetensors"  # a revise shard's token counts: decoded, fed, offsets [R+1, n, 1+K], ...
 
 
@@ -77,8 +83,7 @@ def generate_key(
         "questions": len(prompts),
         "decoding": settings,
     }
-    fields = {k: v for k, v in settings.items() if k != "shard_size"}
-    spec = DecodingSpec(**{**fields, "stop": tuple(settings["stop"]), "style": style})
+    spec = DecodingSpec.of(settings, style)
     return artifact_key(STAGE, code_fingerprint(), inputs), inputs, spec
 
 
@@ -194,18 +199,7 @@ def generate_shard(
 ) -> tuple[list[Generations], dict[str, np.ndarray] | None]:
     """Passes 0..R for one shard; pass r holds [greedy, sample 1..K] per prompt (greedy only when K = 0, samples
     only when include_greedy is off), and with revise passes the Revision's token counts."""
-    options = dict(
-        max_new_tokens=spec.max_new_tokens,
-        temperature=spec.temperature,
-        top_p=spec.top_p,
-        top_k=spec.top_k,
-        min_p=spec.min_p,
-        stop=spec.stop,
-        seed=spec.seed,
-        prompt_index_offset=offset,
-        top_logprobs=spec.top_logprobs,
-        progress=False,
-    )
+    options = dict(**asdict(spec.sampling), seed=spec.seed, prompt_index_offset=offset, progress=False)
     if spec.revise_passes == 0:
         from calib.decode import generate
 
