@@ -34,10 +34,9 @@ def test_table_values_come_from_the_runs_and_differences_are_paired(runs, tmp_pa
     assert list(table.columns) == report.COLUMNS
     tuned = table[table["N"].notna()]
     assert sorted(set(zip(tuned["method"], tuned["N"].astype(int)))) == sorted(data)
-    assert set(table[table["N"].isna()]["method"]) == set(report.BASELINES)
-    assert len(table[table["N"].isna()]) == len(report.BASELINES) * len(
-        METRICS
-    )  # baselines once per evaluation
+    baselines = set(report.BASELINES) - {"multi_hypothesis"}  # these evaluations did not run multi-hypothesis
+    assert set(table[table["N"].isna()]["method"]) == baselines
+    assert len(table[table["N"].isna()]) == len(baselines) * len(METRICS)  # baselines once per evaluation
     for (method, n), d in data.items():
         rows = table[(table["method"] == method) & (table["N"] == n)].set_index("metric")
         conf, y = d[report.TUNED[method]], d["correct"]
@@ -72,6 +71,18 @@ def test_cli_writes_table_markdown_and_figures(runs, tmp_path, capsys):
     for ext in ("png", "pdf"):
         path = tmp_path / "out" / f"tuning_vs_labels.{ext}"
         assert path.is_file() and path.stat().st_size > 1000
+
+
+def test_multi_hypothesis_with_the_tuned_judge_beside_the_untuned_one(tmp_path):
+    d = write_fake_run(tmp_path / "runs" / "lora_1000", "lora", 1000, 0.6, judged=True)
+    table = report.gather([tmp_path / "runs"], ["auroc"])
+    judged = table[table["method"] == "multi_hypothesis, lora judge"].iloc[0]
+    assert judged["N"] == 1000
+    assert judged["value"] == pytest.approx(roc_auc_score(d["correct"], d[report.JUDGED]), abs=1e-5)
+    untuned = table[table["method"] == "multi_hypothesis"].iloc[0]
+    assert pd.isna(untuned["N"])
+    assert untuned["value"] == pytest.approx(roc_auc_score(d["correct"], d["multi_hypothesis"]), abs=1e-5)
+    assert report.plot(table, tmp_path / "fig", ["png"])[0].stat().st_size > 1000
 
 
 def test_cost_table_reads_each_artifact_once(runs, tmp_path, capsys):
@@ -109,7 +120,7 @@ def test_figure_has_one_line_per_method_labelled_ticks_and_baseline_bands(runs, 
     assert [t.get_text() for t in ax.get_xticklabels()] == ["100", "1000", "4000"]
     labels = ax.get_legend_handles_labels()[1]
     assert {"lora (tuned)", "probe (tuned)"} <= set(labels)
-    assert {f"{b} (untuned)" for b in report.BASELINES} <= set(labels)
+    assert {f"{b} (untuned)" for b in report.BASELINES if b != "multi_hypothesis"} <= set(labels)
     assert len(ax.patches) >= len(report.BASELINES)  # one interval band per baseline
 
 

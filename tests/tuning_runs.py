@@ -44,14 +44,20 @@ def _answers(seed: int = 0) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     return grades, baselines
 
 
-def write_fake_run(folder, method: str, n: int, strength: float, eval_limit=None, seed: int = 0) -> dict:
-    """What run_study writes for one (method, N): the tuned estimator separates grades better as strength grows."""
+def write_fake_run(
+    folder, method: str, n: int, strength: float, eval_limit=None, seed: int = 0, judged: bool = False
+) -> dict:
+    """What run_study writes for one (method, N): the tuned estimator separates grades better as strength grows.
+    judged: the evaluation also ran multi_hypothesis with the untuned and with the tuned judge."""
     grades, baselines = _answers(seed)
     correct = grades["correct"].to_numpy()
     rng = np.random.default_rng(1000 + n)
     tuned = np.clip(0.4 + strength * (correct - 0.4) + 0.3 * (rng.random(N_QUESTIONS) - 0.5), 0, 1)
     name = report.TUNED[method]
     confidences = {**baselines, name: tuned}
+    if judged:
+        confidences["multi_hypothesis"] = baselines["msp"] * 0.5 + 0.25
+        confidences[report.JUDGED] = np.clip(tuned * 0.8 + 0.1, 0, 1)
     cfg = compose(
         [
             "experiment=calibration_tuning",

@@ -31,8 +31,16 @@ import pandas as pd
 
 from calib.errors import CalibError
 
-BASELINES = ("p_true", "msp", "semantic_entropy")  # untuned, read from every evaluation run that has them
+BASELINES = (
+    "p_true",
+    "msp",
+    "semantic_entropy",
+    "multi_hypothesis",
+)  # untuned, from every evaluation that has them
 TUNED = {"lora": "calibration_tuned", "probe": "probe"}  # method -> the tuned estimator's name in eval/
+JUDGED = (
+    "multi_hypothesis_tuned"  # multi-hypothesis with the run's tuned judge, beside the untuned one (P(True))
+)
 REFERENCE = "p_true"
 COLUMNS = [
     "method",
@@ -185,12 +193,13 @@ def _rows(run: TuningRun, names: Sequence[str], group: str, metrics: Sequence[st
         if part.empty:
             continue
         r = part.iloc[0]
-        tuned = name == TUNED[run.method]
+        tuned = name in (TUNED[run.method], JUDGED)
+        label = f"multi_hypothesis, {run.method} judge" if name == JUDGED else run.method if tuned else name
         for metric in chosen:
             diff = (math.nan,) * 3 if name == REFERENCE else _paired(fns[metric], results, name, opts)
             rows.append(
                 {
-                    "method": run.method if tuned else name,
+                    "method": label,
                     "N": run.n_labels if tuned else None,
                     "eval": run.eval_kind,
                     "metric": metric,
@@ -210,14 +219,15 @@ def _rows(run: TuningRun, names: Sequence[str], group: str, metrics: Sequence[st
 def gather(
     paths: Sequence[str | Path], metrics: Sequence[str] | None = None, group: str = "all"
 ) -> pd.DataFrame:
-    """The tidy table (COLUMNS) of every calibration-tuning run at or below paths: tuned rows by (method, N), then
-    the untuned baselines once per evaluation."""
+    """The tidy table (COLUMNS) of every calibration-tuning run at or below paths: tuned rows by (method, N) (and
+    multi-hypothesis with that run's tuned judge, where the evaluation ran it), then the untuned baselines once per
+    evaluation."""
     runs = [read_run(p) for p in find_runs(paths)]
     _check(runs)
     rows: list[dict] = []
     baselines_done: set[str] = set()
     for run in sorted(runs, key=lambda r: (r.eval_kind, r.method, r.n_labels)):
-        rows += _rows(run, [TUNED[run.method]], group, metrics)
+        rows += _rows(run, [TUNED[run.method], JUDGED], group, metrics)
     for run in runs:
         if run.eval_kind not in baselines_done:
             baselines_done.add(run.eval_kind)
@@ -249,7 +259,8 @@ def plot(table: pd.DataFrame, out_base: str | Path, formats: Sequence[str] = ("p
                 part = table[(table["eval"] == kind) & (table["metric"] == metric)]
                 tuned = part[part["N"].notna()]
                 ns = sorted({int(n) for n in tuned["N"]})
-                for c, (method, rows) in enumerate(tuned.groupby("method", sort=True)):
+                groups = list(tuned.groupby("method", sort=True))
+                for c, (method, rows) in enumerate(groups):
                     rows = rows.sort_values("N")
                     x, v = rows["N"].to_numpy(np.float64), rows["value"].to_numpy(np.float64)
                     err = np.abs(
@@ -259,7 +270,7 @@ def plot(table: pd.DataFrame, out_base: str | Path, formats: Sequence[str] = ("p
                     )
                     ax.errorbar(x, v, yerr=np.nan_to_num(err), marker="o", markersize=4, capsize=3,
                                 color=COLORS[c], label=f"{method} (tuned)")  # fmt: skip
-                for c, (_, r) in enumerate(part[part["N"].isna()].iterrows(), start=3):
+                for c, (_, r) in enumerate(part[part["N"].isna()].iterrows(), start=max(len(groups), 3)):
                     if not math.isfinite(r["value"]):
                         continue
                     ax.axhspan(r["low"], r["high"], color=COLORS[c % len(COLORS)], alpha=0.12, linewidth=0)
