@@ -120,8 +120,9 @@ def test_figure_has_one_line_per_method_labelled_ticks_and_baseline_bands(runs, 
     assert [t.get_text() for t in ax.get_xticklabels()] == ["100", "1000", "4000"]
     labels = ax.get_legend_handles_labels()[1]
     assert {"lora (tuned)", "probe (tuned)"} <= set(labels)
-    assert {f"{b} (untuned)" for b in report.BASELINES if b != "multi_hypothesis"} <= set(labels)
-    assert len(ax.patches) >= len(report.BASELINES)  # one interval band per baseline
+    present = [b for b in report.BASELINES if b != "multi_hypothesis"]  # the fake evaluations ran these
+    assert {f"{b} (untuned)" for b in present} <= set(labels)
+    assert len(ax.patches) >= len(present)  # one interval band per baseline
 
 
 def test_refusals_are_one_line(tmp_path):
