@@ -249,6 +249,11 @@ def plot(table: pd.DataFrame, out_base: str | Path, formats: Sequence[str] = ("p
 
     metrics = list(dict.fromkeys(table["metric"]))
     kinds = list(dict.fromkeys(table["eval"]))
+    # one colour per method in every panel: tuned methods first, then the baselines
+    names = sorted(set(table.loc[table["N"].notna(), "method"])) + [
+        b for b in dict.fromkeys(table.loc[table["N"].isna(), "method"])
+    ]
+    color = {name: COLORS[i % len(COLORS)] for i, name in enumerate(names)}
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(3.3 * max(len(metrics), 1), 2.9 * max(len(kinds), 1)), layout="constrained")
         FigureCanvasAgg(fig)
@@ -262,19 +267,21 @@ def plot(table: pd.DataFrame, out_base: str | Path, formats: Sequence[str] = ("p
                 groups = list(tuned.groupby("method", sort=True))
                 for c, (method, rows) in enumerate(groups):
                     rows = rows.sort_values("N")
-                    x, v = rows["N"].to_numpy(np.float64), rows["value"].to_numpy(np.float64)
+                    v = rows["value"].to_numpy(np.float64)
+                    # methods side by side at each N (a few % apart on the log axis), so bars do not hide each other
+                    x = rows["N"].to_numpy(np.float64) * 1.06 ** (c - (len(groups) - 1) / 2)
                     err = np.abs(
                         np.vstack(
                             [v - rows["low"].to_numpy(np.float64), rows["high"].to_numpy(np.float64) - v]
                         )
                     )
                     ax.errorbar(x, v, yerr=np.nan_to_num(err), marker="o", markersize=4, capsize=3,
-                                color=COLORS[c], label=f"{method} (tuned)")  # fmt: skip
-                for c, (_, r) in enumerate(part[part["N"].isna()].iterrows(), start=max(len(groups), 3)):
+                                color=color[method], label=f"{method} (tuned)")  # fmt: skip
+                for _, r in part[part["N"].isna()].iterrows():
                     if not math.isfinite(r["value"]):
                         continue
-                    ax.axhspan(r["low"], r["high"], color=COLORS[c % len(COLORS)], alpha=0.12, linewidth=0)
-                    ax.axhline(r["value"], color=COLORS[c % len(COLORS)], linestyle="--", linewidth=1,
+                    ax.axhspan(r["low"], r["high"], color=color[r["method"]], alpha=0.12, linewidth=0)
+                    ax.axhline(r["value"], color=color[r["method"]], linestyle="--", linewidth=1,
                                label=f"{r['method']} (untuned)")  # fmt: skip
                 if ns:
                     ax.set_xscale("log")
