@@ -96,13 +96,22 @@ def fsync_tree(root: Path) -> None:
         fsync_dir(folder)
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a whole file or nothing: temp name in the same folder, fsync, rename, fsync the folder."""
+    """Write a whole file or nothing: temp name in the same folder, fsync, rename, fsync the folder. The file gets the
+    usual permissions (0666 less the umask), not the 0600 of its private temporary name."""
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, 0o666 & ~current_umask())
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

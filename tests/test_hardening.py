@@ -216,3 +216,15 @@ def test_unmet_needs_name_a_setting_or_call_that_provides_them():
     with pytest.raises(CalibError) as info:
         check_needs([get_estimator("mc_sequence_entropy")], [Need.GREEDY, Need.SAMPLES])
     assert "token_logprobs (calib.decode.generate records them)" in str(info.value)
+
+
+def test_an_atomic_write_gets_the_umask_permissions_not_the_temp_files_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.csv", "x\n")
+        os.umask(0o027)
+        atomic_write_text(tmp_path / "b.csv", "y\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.csv").stat().st_mode & 0o777 == 0o640

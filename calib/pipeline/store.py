@@ -121,8 +121,9 @@ class ArtifactStore:
 def publish(path: str | os.PathLike) -> None:
     """Give a folder built under a private temporary name (mode 0700/0600) the usual umask permissions, so a store
     on a shared filesystem is readable by the other jobs of a sweep."""
-    mask = os.umask(0)
-    os.umask(mask)
+    from calib.cache import current_umask
+
+    mask = current_umask()
     path = Path(path)
     for p in [path, *path.rglob("*")]:
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
