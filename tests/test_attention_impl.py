@@ -90,6 +90,7 @@ def test_xla_attention_float32_matches_transformers(tmp_path, family):
     assert max(diffs.values()) < 1e-4, diffs
 
 
+@pytest.mark.slow  # 40-80 s: six families in a float64 subprocess
 def test_xla_attention_float64_matches_einsum_within_1e_5(tmp_path):
     """Every family in float64 (64-bit JAX needs its own process: the flag is global), where only
     dot_product_attention's float32 softmax separates the two paths."""
