@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from calib.errors import CalibError
 from calib.models.config import ModelConfig
 
 # keys, values: [B, K, S, H]; slot s holds the token at position s. Heads before slots, so the attention products
@@ -107,6 +108,32 @@ def attention_mask(q_pos: jax.Array, k_pos: jax.Array, window: int | None) -> ja
     return mask
 
 
+ATTENTION_IMPLS = ("auto", "einsum", "xla", "cudnn")
+HALF_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def attention_impl(requested: str, dtype, backend: str | None = None) -> str:
+    """The implementation multi-token attention (prefill, scoring) runs for `requested` and the compute dtype on
+    `backend` (jax.default_backend() when None). "auto": the einsums on CPU (measured faster there, see
+    docs/benchmarks.md) and for float64 weights (jax.nn.dot_product_attention takes its softmax in float32); cuDNN's
+    fused kernel on GPU for bfloat16/float16, XLA's jax.nn.dot_product_attention otherwise. An explicit "cudnn" that
+    cannot run (no GPU, or float32/float64) is refused, not silently replaced."""
+    if requested not in ATTENTION_IMPLS:
+        raise CalibError(f"unknown attention {requested!r}: choose one of {list(ATTENTION_IMPLS)}")
+    backend = backend or jax.default_backend()
+    dtype = jnp.dtype(dtype)
+    if requested == "auto":
+        if backend == "cpu" or dtype == jnp.float64:
+            return "einsum"
+        return "cudnn" if backend == "gpu" and dtype in HALF_DTYPES else "xla"
+    if requested == "cudnn" and (backend != "gpu" or dtype not in HALF_DTYPES):
+        raise CalibError(
+            f"attention 'cudnn' needs a CUDA GPU and bfloat16/float16 weights (here: {backend}, {dtype.name}); "
+            "use attention 'auto', 'xla' or 'einsum'"
+        )
+    return requested
+
+
 class Attention(nnx.Module):
     """Grouped-query attention with RoPE, optional q/k/v biases and QK-norm, over a KV cache or the input itself."""
 
@@ -125,6 +152,7 @@ class Attention(nnx.Module):
             self.k_norm = RMSNorm(h, cfg.norm_eps, cfg.norm_plus_one, dtype, rngs)
         self.cfg = cfg
         self.scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim**-0.5
+        self.impl = "auto"  # multi-token attention: see attention_impl; transformer.use_attention sets it
 
     def __call__(
         self,
@@ -144,26 +172,51 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, positions, *rope), apply_rope(k, positions, *rope)
 
+        b, t, n, h = q.shape
+        impl = attention_impl(self.impl, q.dtype) if t > 1 else "einsum"  # decode steps: measured, see docs
         if cache is None:
-            keys, values, k_pos = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), positions
+            keys, values, k_pos = k, v, positions  # [B, S, K, H]: dot_product_attention's layout
+            if impl == "einsum":
+                keys, values = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
         else:
             keys = write_cache(cache[0], k, positions[:, 0])
             values = write_cache(cache[1], v, positions[:, 0])
             cache = (keys, values)
             k_pos = jnp.broadcast_to(jnp.arange(keys.shape[2]), (x.shape[0], keys.shape[2]))
+            if impl != "einsum":
+                keys, values = jnp.swapaxes(keys, 1, 2), jnp.swapaxes(values, 1, 2)
+        # per-row positions (right padding, cache offsets) and the sliding window as one boolean mask [B, T, S]: a
+        # `local_window_size` would count query and key indices from 0 in both, which cache offsets break
+        mask = attention_mask(positions, k_pos, window)
 
-        b, t, n, h = q.shape
-        groups = n // cfg.num_kv_heads
-        q = (q * self.scale).reshape(b, t, cfg.num_kv_heads, groups, h)
-        logits = jnp.einsum("BTKGH,BKSH->BKGTS", q, keys.astype(q.dtype)).astype(wide(q.dtype))
-        mask = attention_mask(positions, k_pos, window)[:, None, None]
-        logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-        probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
-        out = jnp.einsum("BKGTS,BKSH->BTKGH", probs, values).reshape(b, t, n * h)
+        if impl == "einsum":
+            out = self._einsum_attention(q, keys, values, mask)
+        else:  # GQA by jax's own kv-head grouping (query head n reads kv head n // G, as the einsums do); queries
+            # scaled before the product as in the einsums, so both round the same scaled queries in bfloat16
+            out = jax.nn.dot_product_attention(
+                q * self.scale,
+                keys.astype(q.dtype),
+                values.astype(q.dtype),
+                mask=mask[:, None],
+                scale=1.0,
+                implementation=impl,
+            ).reshape(b, t, n * h)
         # (N, H) flattened on both sides: as a two-axis contraction XLA:CPU transposed the [N, H, D] weights every
         # call (1.3 MB per layer per decode step) instead of the small activations
         o = self.o[...].reshape(n * h, -1)
         return jnp.einsum("BTE,ED->BTD", out.astype(x.dtype), o), cache
+
+    def _einsum_attention(
+        self, q: jax.Array, keys: jax.Array, values: jax.Array, mask: jax.Array
+    ) -> jax.Array:
+        """q [B, T, N, H], keys and values [B, K, S, H], mask [B, T, S] -> [B, T, N * H]; scores in float32."""
+        b, t, n, h = q.shape
+        kv = self.cfg.num_kv_heads
+        q = (q * self.scale).reshape(b, t, kv, n // kv, h)
+        logits = jnp.einsum("BTKGH,BKSH->BKGTS", q, keys.astype(q.dtype)).astype(wide(q.dtype))
+        logits = jnp.where(mask[:, None, None], logits, jnp.finfo(logits.dtype).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
+        return jnp.einsum("BKGTS,BKSH->BTKGH", probs, values).reshape(b, t, n * h)
 
 
 class GatedMLP(nnx.Module):

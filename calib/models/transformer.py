@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from calib.models.config import ModelConfig
-from calib.models.layers import Block, KVCache, RMSNorm, init_param
+from calib.models.layers import Attention, Block, KVCache, RMSNorm, attention_impl, init_param
 from calib.models.quant import QArray, head_logits, stack_qarrays
 
 
@@ -115,6 +115,17 @@ def _block(graphdef, state, x, positions, cache):
     """One block as its own jitted function: blocks of one kind share a graphdef, so a model of L blocks is traced
     and lowered once per kind, not L times. XLA inlines the calls before optimizing, so run time does not change."""
     return nnx.merge(graphdef, state)(x, positions, cache)
+
+
+def use_attention(model: Transformer, impl: str) -> Transformer:
+    """Run multi-token attention with `impl` (auto | einsum | xla | cudnn; layers.attention_impl), in place. Checked
+    now, so a "cudnn" that cannot run fails before anything compiles. Call it before nnx.split: the choice is part of
+    the graphdef (a LanguageModel splits once, so set it on lm.model before the first call)."""
+    attention_impl(impl, model.dtype)
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, Attention):
+            node.impl = impl
+    return model
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=jnp.float32) -> list[KVCache]:

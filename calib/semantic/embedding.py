@@ -16,6 +16,7 @@ import numpy as np
 
 from calib.errors import CalibError
 from calib.semantic.base import Comparison, finish, unique_with_inverse
+from calib.semantic.device import check_device, resolve_device
 
 
 def default_model_path() -> str:
@@ -40,7 +41,7 @@ class EmbeddingSimilarity:
         self,
         model: str | None = None,
         threshold: float = 0.85,
-        device: str = "cpu",
+        device: str = "auto",
         batch_size: int = 256,
         encoder: Any = None,
         token_sorted_batches: bool = False,
@@ -51,7 +52,7 @@ class EmbeddingSimilarity:
             )
         self.model = model
         self.threshold = threshold
-        self.device = device
+        self.device = check_device(device, "embedding")  # "auto": CUDA when torch sees a GPU (device.py)
         self.batch_size = batch_size
         self._encoder = encoder
         self._loading = threading.Lock()
@@ -90,7 +91,7 @@ class EmbeddingSimilarity:
         # a hub name follows the user's own HF_HUB_OFFLINE
         local = os.path.isdir(path)
         try:
-            return SentenceTransformer(path, device=self.device, local_files_only=local)
+            return SentenceTransformer(path, device=resolve_device(self.device), local_files_only=local)
         except OSError as err:
             raise CalibError(
                 f"embedding backend: cannot load sentence-transformers model {path!r}: {err}"

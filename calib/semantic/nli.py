@@ -17,6 +17,7 @@ import numpy as np
 
 from calib.errors import CalibError
 from calib.semantic.base import Comparison, finish, unique_with_inverse
+from calib.semantic.device import check_device, resolve_device
 
 LABELS = ("contradiction", "entailment", "neutral")
 DEFAULT_LABEL_ORDER = ("contradiction", "entailment", "neutral")  # cross-encoder/nli-deberta-v3-*
@@ -41,7 +42,7 @@ class NLIEquivalence:
         affinity: Literal["entail", "contra"] = "entail",
         label_order: Sequence[str] | None = DEFAULT_LABEL_ORDER,
         with_question: bool = False,
-        device: str = "cpu",
+        device: str = "auto",
         batch_size: int = 64,
         cross_encoder: Any = None,
     ):
@@ -56,7 +57,7 @@ class NLIEquivalence:
         self.strict = strict
         self.affinity = affinity
         self.with_question = with_question
-        self.device = device
+        self.device = check_device(device, "nli")  # "auto": CUDA when torch sees a GPU (device.py)
         self.batch_size = batch_size
         self._cross_encoder = cross_encoder
         self._label_order = None if label_order is None else self._check_labels(label_order)
@@ -78,7 +79,7 @@ class NLIEquivalence:
             from sentence_transformers import CrossEncoder
 
             try:
-                self._cross_encoder = CrossEncoder(self.model, device=self.device)
+                self._cross_encoder = CrossEncoder(self.model, device=resolve_device(self.device))
             except OSError as err:
                 raise CalibError(f"nli backend: cannot load CrossEncoder {self.model!r}: {err}") from err
         return self._cross_encoder
