@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -175,13 +176,40 @@ def file_digest(path: str | os.PathLike) -> str:
     return index[key]
 
 
+def host_tag(cpuinfo: str | None = None) -> str:
+    """What a compiled CPU program depends on beyond JAX's own cache key: the host's instruction set and jaxlib.
+
+    JAX keys its persistent cache by the program, flags and device kind ("cpu"), not by the CPU's features, so a
+    cache folder shared between machines (a home directory on a cluster, a copied image) would hand an AVX-512
+    program to a CPU without it: SIGILL or a crash while loading. One folder per tag keeps them apart.
+    `cpuinfo` is /proc/cpuinfo's text (read when None; empty where there is none)."""
+    import jaxlib
+
+    if cpuinfo is None:
+        cpuinfo = ""
+        with contextlib.suppress(OSError):
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+    first: dict[str, str] = {}  # the first processor's model and features (x86: flags; ARM: Features)
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        first.setdefault(key.strip(), value.strip())
+    cpu = [first.get(key, "") for key in ("model name", "flags", "Features", "CPU part")]
+    host = "|".join((platform.system(), platform.machine(), platform.processor(), *cpu, jaxlib.__version__))
+    return f"{platform.machine() or 'host'}-{hashlib.sha256(host.encode()).hexdigest()[:12]}"
+
+
+def compilation_cache_dir() -> Path:
+    """calib's persistent JAX compilation cache: cache_root()/jax/<host_tag()>."""
+    return cache_root() / "jax" / host_tag()
+
+
 def enable_compilation_cache() -> Path | None:
     """Persistent JAX compilation cache so a second process does not recompile the sampler. Called by entry points
     (the CLI, studies, benchmarks), never by library functions; off when $CALIB_NO_COMPILATION_CACHE is set.
     Returns the cache folder, or None when it was left off."""
     if os.environ.get("CALIB_NO_COMPILATION_CACHE"):
         return None
-    return _set_compilation_cache(cache_root() / "jax")
+    return _set_compilation_cache(compilation_cache_dir())
 
 
 def _set_compilation_cache(path: Path | None) -> Path | None:
@@ -199,14 +227,14 @@ def configure(*, compilation_cache: bool | str | os.PathLike | None = None) -> N
     """Process-wide settings a script or notebook opts into; calib's library functions change none of them.
 
     compilation_cache: True keeps compiled JAX programs in calib's cache folder ($CALIB_CACHE_DIR or the user
-    cache dir, subfolder jax) so the next process skips compilation (tens of seconds per run); a path keeps them
-    there; False turns JAX's persistent cache off; None (the default) leaves JAX's settings as they are. Enabling
+    cache dir, subfolder jax/<host tag>) so the next process skips compilation (tens of seconds per run); a path
+    keeps them there (a path shared by machines with different CPUs must not be: see `host_tag`); False turns JAX's persistent cache off; None (the default) leaves JAX's settings as they are. Enabling
     also caches every program however small (JAX's size and compile-time thresholds set to 0).
     """
     if compilation_cache is None:
         return
     if compilation_cache is True:
-        _set_compilation_cache(cache_root() / "jax")
+        _set_compilation_cache(compilation_cache_dir())
     elif compilation_cache is False:
         _set_compilation_cache(None)
     else:

@@ -222,7 +222,12 @@ def _run_with_devices(n):
         os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", CALIB_NO_COMPILATION_CACHE="1"
     )
     out = subprocess.run(
-        [sys.executable, "-c", _DEVICE_SCRIPT], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _DEVICE_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import ast
 import os
+import platform
 from pathlib import Path
 
 import pytest
 
 import calib
+from calib.cache import host_tag
 
 CACHE_SETTINGS = (
     "jax_compilation_cache_dir",
@@ -63,7 +65,7 @@ def test_configure_switches_the_compilation_cache(notebook_settings, tmp_path, m
     assert _jax_settings() == notebook_settings
     calib.configure(compilation_cache=True)
     assert _jax_settings() == {
-        "jax_compilation_cache_dir": str(tmp_path / "calib-cache" / "jax"),
+        "jax_compilation_cache_dir": str(tmp_path / "calib-cache" / "jax" / host_tag()),
         "jax_persistent_cache_min_compile_time_secs": 0.0,
         "jax_persistent_cache_min_entry_size_bytes": 0,
     }
@@ -141,3 +143,13 @@ def test_library_code_changes_no_process_state():
     assert offences == []
     assert any("os.environ" in o for o in _offences(PACKAGE / "cli.py"))  # the scan sees what it looks for
     assert any("jax.config.update" in o for o in _offences(PACKAGE / "cache.py"))
+
+
+def test_the_compilation_cache_folder_follows_the_cpu():
+    """A cache shared by two machines must not hand one CPU's programs to the other (JAX's key omits CPU features)."""
+    intel = "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: fpu sse avx2 avx512f\n\nprocessor\t: 1\nflags\t\t: fpu\n"
+    older = intel.replace(" avx512f", "")
+    assert host_tag(intel) == host_tag(intel)
+    assert host_tag(intel) != host_tag(older)  # one feature less: another folder
+    assert host_tag(intel) == host_tag(intel.replace("flags\t\t: fpu\n", "flags\t\t: other\n"))  # first CPU's
+    assert host_tag().startswith(platform.machine())  # this machine's, read from /proc/cpuinfo

@@ -118,6 +118,7 @@ def test_make_paper_without_latexmk_names_the_debian_packages(tmp_path):
         env={"PATH": str(tmp_path)},
         capture_output=True,
         text=True,
+        timeout=60,
     )
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()

@@ -32,7 +32,12 @@ def runs() -> dict:
     )
     script = Path(__file__).with_name("sharding_check.py")
     out = subprocess.run(
-        [sys.executable, str(script), "1x1", *MESHES], env=env, capture_output=True, text=True, check=False
+        [sys.executable, str(script), "1x1", *MESHES],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])

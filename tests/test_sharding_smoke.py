@@ -55,6 +55,7 @@ def _calib(tmp_path, name: str, args: list[str], devices: int) -> pd.DataFrame:
         capture_output=True,
         text=True,
         check=False,
+        timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return pd.read_parquet(run_dir / "results.parquet")
