@@ -50,6 +50,15 @@ def isolated_registry(monkeypatch):
     monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
 
 
+def test_every_registered_estimator_has_a_row_in_the_docs_table():
+    """docs/estimators.md's built-in table names every estimator `calib list` prints (a row may name several)."""
+    table = DOCS.read_text().split("## Built-in estimators", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    documented = {name for row in rows for name in re.findall(r"`([a-z0-9_]+)`", row.split(" | ")[0])}
+    missing = sorted(set(list_estimators()) - documented)
+    assert not missing, f"not in docs/estimators.md's built-in table: {missing}"
+
+
 def test_every_builtin_is_listed_and_builds_with_its_name_and_needs():
     assert set(list_estimators()) >= BUILTINS
     for name in BUILTINS:
