@@ -82,6 +82,14 @@ def test_multi_hypothesis_with_the_tuned_judge_beside_the_untuned_one(tmp_path):
     untuned = table[table["method"] == "multi_hypothesis"].iloc[0]
     assert pd.isna(untuned["N"])
     assert untuned["value"] == pytest.approx(roc_auc_score(d["correct"], d["multi_hypothesis"]), abs=1e-5)
+    # the judge's own effect: tuned minus untuned judge on the same questions, and only on the judged row
+    expected = roc_auc_score(d["correct"], d[report.JUDGED]) - roc_auc_score(
+        d["correct"], d["multi_hypothesis"]
+    )
+    assert judged["diff_untuned_judge"] == pytest.approx(expected, abs=1e-5)
+    assert judged["judge_low"] <= judged["diff_untuned_judge"] <= judged["judge_high"]
+    assert table[table["method"] != "multi_hypothesis, lora judge"]["diff_untuned_judge"].isna().all()
+    assert "| lora judge | 1000 | auroc | " in report.markdown(table).split("tuned judge − untuned judge")[1]
     assert report.plot(table, tmp_path / "fig", ["png"])[0].stat().st_size > 1000
 
 

@@ -10,7 +10,8 @@ Each study run leaves `tuning.json` (what was trained, on how many labels) and i
   (they need no labels);
 - computed here: each row's paired difference to untuned P(True) on the same questions and grades
   (calib.metrics.paired_bootstrap over `eval/results.parquet`, with the evaluation run's metric settings), so an
-  interval excluding 0 says the tuning changed the metric on these questions.
+  interval excluding 0 says the tuning changed the metric on these questions; for multi-hypothesis with a tuned
+  judge also the paired difference to multi-hypothesis with the untuned one (P(True)), the judge's own effect.
 
 Runs are compared only on one evaluation: two runs of the same eval kind that answered different questions (another
 eval_limit, model or decoding) are refused, as are two runs of the same method and N.
@@ -54,6 +55,9 @@ COLUMNS = [
     "diff_p_true",
     "diff_low",
     "diff_high",
+    "diff_untuned_judge",  # multi-hypothesis with the tuned judge only: minus the untuned judge's, paired
+    "judge_low",
+    "judge_high",
     "run",
 ]
 
@@ -139,17 +143,19 @@ def _check(runs: list[TuningRun]) -> None:
             )
 
 
-def _paired(fn, results: pd.DataFrame, name: str, opts: dict) -> tuple[float, float, float]:
-    """metric(name) - metric(P(True)) on the questions where both have a confidence, with its paired interval."""
+def _paired(
+    fn, results: pd.DataFrame, name: str, opts: dict, reference: str = REFERENCE
+) -> tuple[float, float, float]:
+    """metric(name) - metric(reference) on the questions where both have a confidence, with its paired interval."""
     from calib.metrics import paired_bootstrap
 
     wide = results.pivot_table(index="question_id", columns="estimator", values="confidence", aggfunc="first")
     correct = results.drop_duplicates("question_id").set_index("question_id")["correct"]
-    if name not in wide or REFERENCE not in wide:
+    if name not in wide or reference not in wide:
         return math.nan, math.nan, math.nan
-    both = wide[[name, REFERENCE]].dropna()
+    both = wide[[name, reference]].dropna()
     y = correct.reindex(both.index).to_numpy(np.float64)
-    a, b = both[name].to_numpy(np.float64), both[REFERENCE].to_numpy(np.float64)
+    a, b = both[name].to_numpy(np.float64), both[reference].to_numpy(np.float64)
     with (
         warnings.catch_warnings()
     ):  # undefined (e.g. AUROC on one grade) is reported as NaN, not as a warning
@@ -197,6 +203,11 @@ def _rows(run: TuningRun, names: Sequence[str], group: str, metrics: Sequence[st
         label = f"multi_hypothesis, {run.method} judge" if name == JUDGED else run.method if tuned else name
         for metric in chosen:
             diff = (math.nan,) * 3 if name == REFERENCE else _paired(fns[metric], results, name, opts)
+            judge = (
+                _paired(fns[metric], results, name, opts, reference="multi_hypothesis")
+                if name == JUDGED
+                else (math.nan,) * 3
+            )
             rows.append(
                 {
                     "method": label,
@@ -210,6 +221,9 @@ def _rows(run: TuningRun, names: Sequence[str], group: str, metrics: Sequence[st
                     "diff_p_true": diff[0],
                     "diff_low": diff[1],
                     "diff_high": diff[2],
+                    "diff_untuned_judge": judge[0],
+                    "judge_low": judge[1],
+                    "judge_high": judge[2],
                     "run": str(run.folder),
                 }
             )
@@ -386,6 +400,18 @@ def markdown(table: pd.DataFrame) -> str:
                 f"{_cell(r['value'], r['low'], r['high'])} | {diff} |"
             )
         blocks.append("\n".join(lines))
+        judged = part[part["diff_untuned_judge"].notna()]
+        if not judged.empty:
+            lines = [
+                f"Multi-hypothesis on {kind} questions, tuned judge − untuned judge (P(True)), paired:",
+                "",
+                "| judge | N | metric | difference [95%, paired] |",
+                "|---|---:|---|---|",
+            ]
+            for _, r in judged.iterrows():
+                cell = _cell(r["diff_untuned_judge"], r["judge_low"], r["judge_high"], True)
+                lines.append(f"| {r['method'].split(', ')[1]} | {int(r['N'])} | {r['metric']} | {cell} |")
+            blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 
