@@ -11,7 +11,8 @@ Each study run leaves `tuning.json` (what was trained, on how many labels) and i
 - computed here: each row's paired difference to untuned P(True) on the same questions and grades
   (calib.metrics.paired_bootstrap over `eval/results.parquet`, with the evaluation run's metric settings), so an
   interval excluding 0 says the tuning changed the metric on these questions; for multi-hypothesis with a tuned
-  judge also the paired difference to multi-hypothesis with the untuned one (P(True)), the judge's own effect.
+  judge also the paired difference to multi-hypothesis with the untuned one (P(True)), the judge's own effect;
+  and every row's paired difference to MSP, the strongest label-free baseline on closed questions here.
 
 Runs are compared only on one evaluation: two runs of the same eval kind that answered different questions (another
 eval_limit, model or decoding) are refused, as are two runs of the same method and N.
@@ -43,6 +44,7 @@ JUDGED = (
     "multi_hypothesis_tuned"  # multi-hypothesis with the run's tuned judge, beside the untuned one (P(True))
 )
 REFERENCE = "p_true"
+STRONGEST = "msp"  # the label-free baseline a tuned estimator has to beat to be worth its labels
 COLUMNS = [
     "method",
     "N",
@@ -58,6 +60,9 @@ COLUMNS = [
     "diff_untuned_judge",  # multi-hypothesis with the tuned judge only: minus the untuned judge's, paired
     "judge_low",
     "judge_high",
+    "diff_msp",  # minus MSP's, paired
+    "msp_low",
+    "msp_high",
     "run",
 ]
 
@@ -208,6 +213,11 @@ def _rows(run: TuningRun, names: Sequence[str], group: str, metrics: Sequence[st
                 if name == JUDGED
                 else (math.nan,) * 3
             )
+            strongest = (
+                (math.nan,) * 3
+                if name in (STRONGEST, REFERENCE)
+                else _paired(fns[metric], results, name, opts, reference=STRONGEST)
+            )
             rows.append(
                 {
                     "method": label,
@@ -224,6 +234,9 @@ def _rows(run: TuningRun, names: Sequence[str], group: str, metrics: Sequence[st
                     "diff_untuned_judge": judge[0],
                     "judge_low": judge[1],
                     "judge_high": judge[2],
+                    "diff_msp": strongest[0],
+                    "msp_low": strongest[1],
+                    "msp_high": strongest[2],
                     "run": str(run.folder),
                 }
             )
@@ -378,6 +391,14 @@ def _cell(value: float, low: float, high: float, sign: bool = False) -> str:
     return f"{value:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
 
 
+def _versus_msp(r: pd.Series) -> str:
+    if r["method"] == STRONGEST:
+        return "reference"
+    if r["method"] == REFERENCE:
+        return ""
+    return _cell(r["diff_msp"], r["msp_low"], r["msp_high"], True)
+
+
 def markdown(table: pd.DataFrame) -> str:
     """One Markdown table per evaluation kind: value [interval] and the paired difference to untuned P(True)."""
     blocks = []
@@ -385,8 +406,8 @@ def markdown(table: pd.DataFrame) -> str:
         lines = [
             f"## {kind} evaluation questions",
             "",
-            "| method | N | metric | n | value [95%] | − P(True) [95%, paired] |",
-            "|---|---:|---|---:|---|---|",
+            "| method | N | metric | n | value [95%] | − P(True) [95%, paired] | − MSP [95%, paired] |",
+            "|---|---:|---|---:|---|---|---|",
         ]
         for _, r in part.iterrows():
             n = "" if pd.isna(r["N"]) else str(int(r["N"]))
@@ -397,7 +418,7 @@ def markdown(table: pd.DataFrame) -> str:
             )
             lines.append(
                 f"| {r['method']} | {n} | {r['metric']} | {r['n_questions']} | "
-                f"{_cell(r['value'], r['low'], r['high'])} | {diff} |"
+                f"{_cell(r['value'], r['low'], r['high'])} | {diff} | {_versus_msp(r)} |"
             )
         blocks.append("\n".join(lines))
         judged = part[part["diff_untuned_judge"].notna()]
