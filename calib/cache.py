@@ -134,11 +134,12 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
 
     Its files are fsynced before the rename and the parent after it, so a machine crash leaves the folder whole or
     absent. When another process published the same folder first, theirs is kept and ours discarded (same key,
-    same contents)."""
+    same contents). The folder gets 0777 less the umask, like one made by mkdir."""
     final = Path(final)
     with writing(final):
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+        tmp.chmod(0o777 & ~current_umask())  # as mkdir would: not mkdtemp's private 0700
     try:
         with writing(final):
             yield tmp

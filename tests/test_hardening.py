@@ -228,3 +228,15 @@ def test_an_atomic_write_gets_the_umask_permissions_not_the_temp_files_0600(tmp_
         os.umask(old)
     assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.csv").stat().st_mode & 0o777 == 0o640
+
+
+def test_an_atomic_folder_gets_the_umask_permissions_not_mkdtemps_0700(tmp_path):
+    from calib.cache import atomic_dir
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "artifact") as folder:
+            (folder / "x.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "artifact").stat().st_mode & 0o777 == 0o755  # others on a shared machine can read it
