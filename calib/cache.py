@@ -229,8 +229,9 @@ def configure(*, compilation_cache: bool | str | os.PathLike | None = None) -> N
 
     compilation_cache: True keeps compiled JAX programs in calib's cache folder ($CALIB_CACHE_DIR or the user
     cache dir, subfolder jax/<host tag>) so the next process skips compilation (tens of seconds per run); a path
-    keeps them there (a path shared by machines with different CPUs must not be: see `host_tag`); False turns JAX's persistent cache off; None (the default) leaves JAX's settings as they are. Enabling
-    also caches every program however small (JAX's size and compile-time thresholds set to 0).
+    keeps them there (not a path shared by machines with different CPUs: see `host_tag`); False turns JAX's
+    persistent cache off; None (the default) leaves JAX's settings as they are. Enabling also caches every program
+    however small (JAX's size and compile-time thresholds set to 0).
     """
     if compilation_cache is None:
         return

@@ -21,6 +21,7 @@ eval_limit, model or decoding) are refused, as are two runs of the same method a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import warnings
@@ -149,13 +150,12 @@ def _check(runs: list[TuningRun]) -> None:
 
 
 def _paired(
-    fn, results: pd.DataFrame, name: str, opts: dict, reference: str = REFERENCE
+    fn, wide: pd.DataFrame, correct: pd.Series, name: str, opts: dict, reference: str = REFERENCE
 ) -> tuple[float, float, float]:
-    """metric(name) - metric(reference) on the questions where both have a confidence, with its paired interval."""
+    """metric(name) - metric(reference) on the questions where both have a confidence, with its paired interval.
+    wide: confidences [question, estimator]; correct: the grades by question."""
     from calib.metrics import paired_bootstrap
 
-    wide = results.pivot_table(index="question_id", columns="estimator", values="confidence", aggfunc="first")
-    correct = results.drop_duplicates("question_id").set_index("question_id")["correct"]
     if name not in wide or reference not in wide:
         return math.nan, math.nan, math.nan
     both = wide[[name, reference]].dropna()
@@ -198,6 +198,11 @@ def _rows(run: TuningRun, names: Sequence[str], group: str, metrics: Sequence[st
     cfg.names = chosen
     fns = metric_functions(cfg)
     opts = dict(n_resamples=max(cfg.n_resamples, 2), alpha=cfg.alpha, seed=cfg.seed)
+    confidences = results.pivot_table(
+        index="question_id", columns="estimator", values="confidence", aggfunc="first"
+    )
+    correct = results.drop_duplicates("question_id").set_index("question_id")["correct"]
+    paired = functools.partial(_paired, wide=confidences, correct=correct, opts=opts)
     rows = []
     for name in names:
         part = wide[wide["estimator"] == name]
@@ -207,16 +212,11 @@ def _rows(run: TuningRun, names: Sequence[str], group: str, metrics: Sequence[st
         tuned = name in (TUNED[run.method], JUDGED)
         label = f"multi_hypothesis, {run.method} judge" if name == JUDGED else run.method if tuned else name
         for metric in chosen:
-            diff = (math.nan,) * 3 if name == REFERENCE else _paired(fns[metric], results, name, opts)
-            judge = (
-                _paired(fns[metric], results, name, opts, reference="multi_hypothesis")
-                if name == JUDGED
-                else (math.nan,) * 3
-            )
+            fn, undefined = fns[metric], (math.nan,) * 3
+            diff = undefined if name == REFERENCE else paired(fn, name=name)
+            judge = paired(fn, name=name, reference="multi_hypothesis") if name == JUDGED else undefined
             strongest = (
-                (math.nan,) * 3
-                if name in (STRONGEST, REFERENCE)
-                else _paired(fns[metric], results, name, opts, reference=STRONGEST)
+                undefined if name in (STRONGEST, REFERENCE) else paired(fn, name=name, reference=STRONGEST)
             )
             rows.append(
                 {
@@ -400,7 +400,8 @@ def _versus_msp(r: pd.Series) -> str:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """One Markdown table per evaluation kind: value [interval] and the paired difference to untuned P(True)."""
+    """One Markdown table per evaluation kind: value [interval] and the paired differences to untuned P(True) and
+    to MSP; then, where multi-hypothesis ran with a tuned judge, its paired difference to the untuned judge."""
     blocks = []
     for kind, part in table.groupby("eval", sort=False):
         lines = [
