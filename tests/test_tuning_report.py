@@ -52,9 +52,8 @@ def test_table_values_come_from_the_runs_and_differences_are_paired(runs, tmp_pa
         lo, hi = np.percentile(diffs, [2.5, 97.5])
         assert rows.loc["brier", "diff_low"] == pytest.approx(lo, abs=0.01)
         assert rows.loc["brier", "diff_high"] == pytest.approx(hi, abs=0.01)
-        expected = roc_auc_score(y, conf) - roc_auc_score(
-            y, d["msp"]
-        )  # and against MSP, the strongest baseline
+        # and against MSP, the strongest baseline
+        expected = roc_auc_score(y, conf) - roc_auc_score(y, d["msp"])
         assert rows.loc["auroc", "diff_msp"] == pytest.approx(expected, abs=1e-5)
         assert rows.loc["auroc", "msp_low"] <= rows.loc["auroc", "diff_msp"] <= rows.loc["auroc", "msp_high"]
     assert table[table["method"].isin(["msp", "p_true"])]["diff_msp"].isna().all()

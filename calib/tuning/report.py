@@ -41,9 +41,9 @@ BASELINES = (
     "multi_hypothesis",
 )  # untuned, from every evaluation that has them
 TUNED = {"lora": "calibration_tuned", "probe": "probe"}  # method -> the tuned estimator's name in eval/
-JUDGED = (
-    "multi_hypothesis_tuned"  # multi-hypothesis with the run's tuned judge, beside the untuned one (P(True))
-)
+JUDGED = "multi_hypothesis_tuned"  # multi-hypothesis with the run's tuned judge ...
+UNTUNED_JUDGE = "multi_hypothesis"  # ... beside the same with untuned P(True) as its judge
+JUDGED_PREFIX = "multi_hypothesis, "  # the table's method for JUDGED rows: this + "<run's method> judge"
 REFERENCE = "p_true"
 STRONGEST = "msp"  # the label-free baseline a tuned estimator has to beat to be worth its labels
 COLUMNS = [
@@ -210,11 +210,11 @@ def _rows(run: TuningRun, names: Sequence[str], group: str, metrics: Sequence[st
             continue
         r = part.iloc[0]
         tuned = name in (TUNED[run.method], JUDGED)
-        label = f"multi_hypothesis, {run.method} judge" if name == JUDGED else run.method if tuned else name
+        label = f"{JUDGED_PREFIX}{run.method} judge" if name == JUDGED else run.method if tuned else name
         for metric in chosen:
             fn, undefined = fns[metric], (math.nan,) * 3
             diff = undefined if name == REFERENCE else paired(fn, name=name)
-            judge = paired(fn, name=name, reference="multi_hypothesis") if name == JUDGED else undefined
+            judge = paired(fn, name=name, reference=UNTUNED_JUDGE) if name == JUDGED else undefined
             strongest = (
                 undefined if name in (STRONGEST, REFERENCE) else paired(fn, name=name, reference=STRONGEST)
             )
@@ -432,7 +432,9 @@ def markdown(table: pd.DataFrame) -> str:
             ]
             for _, r in judged.iterrows():
                 cell = _cell(r["diff_untuned_judge"], r["judge_low"], r["judge_high"], True)
-                lines.append(f"| {r['method'].split(', ')[1]} | {int(r['N'])} | {r['metric']} | {cell} |")
+                lines.append(
+                    f"| {r['method'].removeprefix(JUDGED_PREFIX)} | {int(r['N'])} | {r['metric']} | {cell} |"
+                )
             blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
