@@ -132,7 +132,7 @@ mark("model loaded")
 whitebox = WhiteboxModel(model, tokenizer, model_path=name, generation_parameters=params)
 estimators = [MaximumSequenceProbability(), Perplexity(), MeanTokenEntropy(), PTrue(), PTrueSampling(),
               LexicalSimilarity("rougeL"), NumSemSets(), EigValLaplacian(), DegMat(), Eccentricity(),
-              SemanticEntropy(), KernelLanguageEntropy(), TokenSAR(), SentenceSAR(), SAR()], r"(\d+(?:\.\d+)?)", max_new_tokens=12)]
+              SemanticEntropy(), KernelLanguageEntropy(), TokenSAR(), SentenceSAR(), SAR()]
 manager = UEManager(Dataset(spec["prompts"], [""] * len(spec["prompts"]), batch_size=1), whitebox, estimators,
                     available_stat_calculators=calculators,
                     builder_env_stat_calc=BuilderEnvironmentStatCalculator(whitebox),
