@@ -127,7 +127,8 @@ tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
 # eager attention: LM-Polygraph's default GreedyProbsCalculator asks for attention weights, which sdpa cannot return
 model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.float32,
                                              attn_implementation="eager")
-params = GenerationParameters(max_new_tokens=spec["max_new_tokens"])
+# answers end at a newline, as calib's decoding.stop: without it every answer and sample ran all max_new_tokens
+params = GenerationParameters(max_new_tokens=spec["max_new_tokens"], stop_strings=spec["stop"])
 mark("model loaded")
 whitebox = WhiteboxModel(model, tokenizer, model_path=name, generation_parameters=params)
 estimators = [MaximumSequenceProbability(), Perplexity(), MeanTokenEntropy(), PTrue(), PTrueSampling(),
@@ -205,6 +206,7 @@ def run_polygraph(python: str, workdir: Path, questions: int, tokens: int, sampl
         "seed": 0,
         "prompts": [f"Q: {ex.question}\nA:" for ex in task],
         "max_new_tokens": tokens,
+        "stop": ["\n"],  # calib's default decoding.stop
     }
     (workdir / "polygraph.json").write_text(json.dumps(spec))
     (workdir / "polygraph.py").write_text(POLYGRAPH_SCRIPT)
