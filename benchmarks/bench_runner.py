@@ -2,7 +2,8 @@
 
 Workload (issue 7): SmolLM2-135M-Instruct (fp32) over 40 "Q: What is the capital of {country}?\\nA:" prompts,
 greedy answer + 10 samples of up to 16 new tokens, the estimators both toolkits have (configs/experiment/
-polygraph_bench.yaml). Reference: LM-Polygraph 0.7.0 took 538 s for this on these 2 CPUs (~35 estimators).
+polygraph_bench.yaml). Without LM-Polygraph in the same call it compares with issue 7's 538 s; side by side on
+the quiet 2-core machine (2026-12-05) LM-Polygraph 0.7.0 took 702-728 s and calib 83-88 s (docs/benchmarks.md).
 
     python benchmarks/bench_runner.py                      # calib: cold compile + warm compile cache
     LM_POLYGRAPH_PYTHON=/path/to/env/bin/python python benchmarks/bench_runner.py   # + LM-Polygraph side by side

@@ -18,7 +18,7 @@ Two floors, both printed and written:
 - overlapped: compute + the imports needed before the first model call (jax, flax, hydra, transformers) + half of
   the rest (torch, sentence-transformers, sklearn, matplotlib, pandas, pyarrow, rouge-score), which can load on one
   of the two cores while the other computes (calib imports them after its first model call, except pandas, which
-  calib.pipeline.run imports at its top, and torch, which transformers imports while loading a GGUF tokenizer).
+  calib.pipeline.run imports at its top; torch loads with the sentence encoder in a background thread).
 
     python benchmarks/bench_runner_floor.py                 # writes benchmarks/results/bench_runner_floor.json
     python benchmarks/bench_runner_floor.py --reuse-counts  # the work counted by the last run, re-priced (~1 min)
