@@ -53,12 +53,8 @@ def test_builtin_tokenizers_equal_autotokenizer(name):
 def test_a_folder_without_a_named_class_falls_back_to_autotokenizer(tmp_path):
     byte_tokenizer().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
-    for bad in (
-        None,
-        "NoSuchTokenizer",
-        "os.system",
-        "AutoConfig",
-    ):  # missing, unknown, not a name, not a tokenizer
+    # missing, unknown, not a name, not a tokenizer, a tokenizer not backed by `tokenizers`
+    for bad in (None, "NoSuchTokenizer", "os.system", "AutoConfig", "PythonBackend"):
         if bad is None:
             config.pop("tokenizer_class", None)
         else:

@@ -34,7 +34,8 @@ def byte_tokenizer():
 
 
 def named_tokenizer_class(folder: str):
-    """The transformers tokenizer class a folder's tokenizer_config.json names, or None (then AutoTokenizer decides).
+    """The `tokenizers`-backed transformers class a folder's tokenizer_config.json names, or None (then AutoTokenizer
+    decides: a missing, unknown or Python-backed class).
 
     Loading that class directly gives the tokenizer AutoTokenizer would build, without AutoTokenizer's detour through
     the model config, whose module imports torch (~1.9 s of a run's critical path, measured on the built-ins)."""
@@ -46,8 +47,9 @@ def named_tokenizer_class(folder: str):
     except (OSError, ValueError, AttributeError):
         return None
     cls = getattr(transformers, name, None) if isinstance(name, str) and name.isidentifier() else None
-    base = transformers.PreTrainedTokenizerBase
-    return cls if isinstance(cls, type) and issubclass(cls, base) else None
+    # the `tokenizers`-backed base, which AutoTokenizer prefers (absent before transformers 5: then AutoTokenizer)
+    fast = getattr(transformers, "TokenizersBackend", None)
+    return cls if fast is not None and isinstance(cls, type) and issubclass(cls, fast) else None
 
 
 def load_tokenizer(folder: str, gguf_file: str | None = None):
