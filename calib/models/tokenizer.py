@@ -38,7 +38,7 @@ def named_tokenizer_class(folder: str):
     decides: a missing, unknown or Python-backed class).
 
     Loading that class directly gives the tokenizer AutoTokenizer would build, without AutoTokenizer's detour through
-    the model config, whose module imports torch (~1.9 s of a run's critical path, measured on the built-ins)."""
+    the model config, whose module imports torch (1.9 s more per load on the built-ins)."""
     import transformers
 
     try:
