@@ -126,9 +126,11 @@ def runs(scale: str) -> list[Run]:
     return out
 
 
-def notebooks(scale: str, work: Path) -> list[tuple[str, str, dict]]:
-    """(notebook, output subfolder, parameters) for every executed notebook."""
+def notebooks(scale: str, work: Path, tuning_dirs: list[Path] | None = None) -> list[tuple[str, str, dict]]:
+    """(notebook, output subfolder, parameters) for every executed notebook; tuning_dirs: the calibration-tuning
+    runs notebook 7 reads (default: the plan's tuning_* runs)."""
     r = work / "runs"
+    tuning = sorted(str(p) for p in (tuning_dirs if tuning_dirs is not None else r.glob("tuning_*")))
     models = list(MODELS) if scale == "paper" else ["smollm2"]
     jobs: list[tuple[str, str, dict]] = []
     for short in models:
@@ -149,7 +151,7 @@ def notebooks(scale: str, work: Path) -> list[tuple[str, str, dict]]:
         (
             "07_calibration_tuning_vs_labels",
             "tuning",
-            {"tuning_dirs": sorted(str(p) for p in r.glob("tuning_*"))},
+            {"tuning_dirs": tuning},
         ),
     ]
     return jobs
@@ -266,6 +268,25 @@ def execute_notebooks(
     return done
 
 
+def tuning_run_command(folder: Path) -> str:
+    """The command a calibration-tuning run folder records (Hydra's overrides), for COMMANDS.md."""
+    import yaml
+
+    overrides = folder / ".hydra" / "overrides.yaml"
+    if not overrides.is_file():
+        return f"(no .hydra/overrides.yaml in {folder})"
+    return "calib " + " ".join(yaml.safe_load(overrides.read_text()) or [])
+
+
+def check_tuning_runs(folders: list[Path]) -> list[Path]:
+    """Finished calibration-tuning runs given with --tuning-runs: each must hold tuning.json (one line if not)."""
+    for folder in folders:
+        if not (folder / "tuning.json").is_file():
+            sys.exit(f"paper.figures: {folder} has no tuning.json; --tuning-runs takes finished "
+                     "`calib experiment=calibration_tuning` run folders")  # fmt: skip
+    return sorted(folders)
+
+
 def make_figures(
     scale: str,
     work: Path,
@@ -274,28 +295,33 @@ def make_figures(
     formats: str = "png,pdf",
     rerun_notebooks: bool = False,
     artifacts: Path | None = None,
+    tuning_runs: list[Path] | None = None,
 ) -> dict:
-    """Every run (reused or made), every notebook executed, results and LaTeX written; returns a summary."""
+    """Every run (reused or made), every notebook executed, results and LaTeX written; returns a summary.
+    tuning_runs: finished calibration-tuning runs made elsewhere, used instead of the plan's tuning_* runs."""
     from paper import latex
     from paper import results as collect
 
     started = time.perf_counter()
-    plan = runs(scale)
+    plan = [r for r in runs(scale) if not (tuning_runs and r.name.startswith("tuning_"))]
     records = [ensure_run(run, scale, work, artifacts) for run in plan]
     for r in records:
         how = "cached" if r["cached"] else "computed in {:.0f} s".format(r["seconds"])
         print(f"run {r['run']}: {how}", flush=True)
-    jobs = notebooks(scale, work)
-    run_keys = [json.loads((work / "runs" / r.name / "paper_run.json").read_text())["key"] for r in plan]
+    stamps = {r.name: json.loads((work / "runs" / r.name / "paper_run.json").read_text()) for r in plan}
+    tuning_dirs = tuning_runs or [work / "runs" / r.name for r in plan if r.name.startswith("tuning_")]
+    jobs = notebooks(scale, work, tuning_dirs)
+    run_keys = [s["key"] for s in stamps.values()]
+    run_keys += [json.loads((d / "tuning.json").read_text()).get("key", str(d)) for d in tuning_runs or []]
     executed = execute_notebooks(jobs, work, generated, formats, run_keys, force=rerun_notebooks)
     main_runs = {r.name: work / "runs" / r.name for r in plan if not r.name.startswith("tuning_")}
-    tuning = {"tuning": [work / "runs" / r.name for r in plan if r.name.startswith("tuning_")]}
     results.mkdir(parents=True, exist_ok=True)
-    collect.collect(main_runs, results, tuning)
+    collect.collect(main_runs, results, {"tuning": tuning_dirs})
     (results / "SCALE").write_text(f"{scale} scale\n")
-    commands = [
-        f"    {json.loads((work / 'runs' / r.name / 'paper_run.json').read_text())['command']}" for r in plan
-    ]
+    commands = [f"    {s['command']}" for s in stamps.values()]
+    if tuning_runs:
+        commands += ["", "and these calibration-tuning runs, made before and passed with --tuning-runs:", ""]
+        commands += [f"    {tuning_run_command(d)}    # {d.name}" for d in tuning_runs]
     (results / "COMMANDS.md").write_text(
         "# How these CSVs were made\n\n"
         f"    python -m paper.figures --scale {scale}\n\nwhich runs (each with artifacts_dir=<work>/artifacts):\n\n"
@@ -329,6 +355,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="say which runs are cached and which would run"
     )
+    parser.add_argument("--only", nargs="+", metavar="RUN", help="make only these runs (names as --dry-run "
+                        "prints them) and stop: no notebooks, results or tables")  # fmt: skip
+    parser.add_argument("--tuning-runs", nargs="+", metavar="DIR", help="finished calibration-tuning run folders "
+                        "to use instead of the tuning_* runs (e.g. a study made before; COMMANDS.md lists them)")  # fmt: skip
     parser.add_argument(
         "--rerun-notebooks",
         action="store_true",
@@ -343,13 +373,36 @@ def main(argv: list[str] | None = None) -> None:
     default_generated = ROOT / "paper" / "generated" if args.scale == "paper" else work / "generated"
     generated = Path(args.generated).resolve() if args.generated else default_generated
     artifacts = Path(args.artifacts).resolve() if args.artifacts else None
+    tuning_runs = (
+        check_tuning_runs([Path(d).resolve() for d in args.tuning_runs]) if args.tuning_runs else None
+    )
+    plan = [r for r in runs(args.scale) if not (tuning_runs and r.name.startswith("tuning_"))]
+    if args.only:
+        unknown = sorted(set(args.only) - {r.name for r in plan})
+        if unknown:
+            sys.exit(
+                f"paper.figures: no run named {', '.join(unknown)}; the runs are {', '.join(r.name for r in plan)}"
+            )
+        for run in plan:
+            if run.name in args.only:
+                r = ensure_run(run, args.scale, work, artifacts)
+                print(
+                    f"run {run.name}: " + ("cached" if r["cached"] else f"computed in {r['seconds']:.0f} s")
+                )
+        return
     if args.dry_run:
-        for run in runs(args.scale):
+        for run in plan:
             r = ensure_run(run, args.scale, work, artifacts, dry_run=True)
             print(f"{run.name}: cached" if r["cached"] else f"{run.name}: would run  {r['command']}")
         return
     make_figures(
-        args.scale, work, results, generated, rerun_notebooks=args.rerun_notebooks, artifacts=artifacts
+        args.scale,
+        work,
+        results,
+        generated,
+        rerun_notebooks=args.rerun_notebooks,
+        artifacts=artifacts,
+        tuning_runs=tuning_runs,
     )
 
 

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 pytestmark = [
@@ -161,3 +162,33 @@ def test_make_figures_tiny_writes_everything_and_a_rerun_computes_nothing(figure
                  "scaling__differences.csv", "tuning__tuning_report.csv"):  # fmt: skip
         assert (results / name).is_file(), name
     assert "calib experiment=temperature_sweep" in (results / "COMMANDS.md").read_text()
+
+
+def test_tuning_runs_made_before_stand_in_for_the_plans_tuning_runs(figures, tmp_path):
+    """--tuning-runs: finished calibration-tuning folders replace the tuning_* runs (none is made), notebook 7 and the
+    tuning table read them, and COMMANDS.md lists the command each folder recorded."""
+    from paper.figures import make_figures
+
+    made_before = sorted((figures["work"] / "runs").glob("tuning_*"))
+    assert len(made_before) >= 2
+    summary = make_figures(
+        "tiny",
+        figures["work"],
+        tmp_path / "results",
+        tmp_path / "generated",
+        formats="png",
+        tuning_runs=made_before,
+    )
+    assert not any(r["run"].startswith("tuning_") for r in summary["runs"]) and summary["computed"] == []
+    book = nbformat.read(figures["work"] / "notebooks" / "07_calibration_tuning_vs_labels__tuning.ipynb", 4)
+    assert all(
+        str(folder) in book.cells[2].source for folder in made_before
+    )  # papermill's injected parameters
+    assert (tmp_path / "generated" / "tuning" / "tuning_vs_labels.png").is_file()
+    commands = (tmp_path / "results" / "COMMANDS.md").read_text()
+    assert "passed with --tuning-runs" in commands
+    for folder in made_before:
+        line = next(x for x in commands.splitlines() if x.endswith(f"# {folder.name}"))
+        assert line.strip().startswith("calib ") and "experiment=calibration_tuning" in line
+    report = pd.read_csv(tmp_path / "results" / "tuning__tuning_report.csv")
+    assert report["N"].dropna().nunique() == len(made_before)

@@ -152,3 +152,30 @@ def test_paper_scale_runs_meet_the_issue_sizes(tmp_path, capsys):
     main(["--dry-run", "--work", str(tmp_path)])  # nothing runs: each run says what it would do
     out = capsys.readouterr().out.splitlines()
     assert len(out) == len(cfgs) and all("would run  calib " in line for line in out)
+
+
+def test_figures_cli_refuses_unknown_runs_and_unfinished_tuning_folders(tmp_path, capsys):
+    """--only with a name that is not a run, or --tuning-runs with a folder that holds no finished study: one line
+    naming what is wrong, and nothing runs."""
+    from paper.figures import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["--work", str(tmp_path), "--only", "compare_llama"])
+    assert "no run named compare_llama" in str(err.value) and "compare_smollm2" in str(err.value)
+    with pytest.raises(SystemExit) as err:
+        main(["--work", str(tmp_path), "--tuning-runs", str(tmp_path), "--dry-run"])
+    assert f"{tmp_path} has no tuning.json" in str(err.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_figures_dry_run_with_tuning_runs_plans_no_tuning(tmp_path, capsys):
+    from paper.figures import main, runs
+
+    done = tmp_path / "tuned"
+    done.mkdir()
+    (done / "tuning.json").write_text("{}")
+    main(["--work", str(tmp_path), "--tuning-runs", str(done), "--dry-run"])
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == [
+        r.name for r in runs("paper") if not r.name.startswith("tuning_")
+    ]
