@@ -7,6 +7,7 @@
     calib list                     what can be named: models, tasks, estimators, metrics, config options
     calib inspect RUN --question ID  one question of a finished run, from the store (no model load)
     calib feedback record|refit|show|export|transform  the recalibration feedback loop (docs/recalibration.md)
+    calib cache [prune]            the user cache's size; prune removes what this code never reads (calib.cache_cli)
 
 User errors (unknown group option or key, wrong type, bad value, missing file, a folder that cannot be written)
 end with one line on stderr and exit code 2, before anything is written to the artifact store; Ctrl-C ends with one
@@ -266,6 +267,10 @@ def main(argv: list[str] | None = None) -> None:
             from calib.pipeline import inspect
 
             return inspect.main(argv[1:])
+        if argv and argv[0] == "cache":
+            from calib import cache_cli
+
+            sys.exit(cache_cli.main(argv[1:]))
         if argv and argv[0] == "feedback":
             from calib import feedback_cli
 
