@@ -114,6 +114,26 @@ def bars(ax, table, metric, estimators, groups=("closed", "open_ended")):
     if not np.isfinite(part["value"].to_numpy(np.float64)).any():
         undefined_note(ax, f"no {metric.upper()} on this run (e.g. every answer has the same grade)")
     ax.legend(frameon=False)
+
+
+def hbars(ax, table, metric, estimators, groups=("closed", "open_ended"), labels=True):
+    """bars() turned sideways, for many estimators: one row each (top to bottom in the given order)."""
+    part = table[table["metric"] == metric]
+    height = 0.8 / len(groups)
+    y = np.arange(len(estimators))[::-1]
+    for j, group in enumerate(groups):
+        rows = part[part["group"] == group].set_index("estimator").reindex(estimators)
+        v = rows["value"].to_numpy(np.float64)
+        err = np.abs(np.vstack([v - rows["low"].to_numpy(np.float64), rows["high"].to_numpy(np.float64) - v]))
+        ax.barh(y - (j - (len(groups) - 1) / 2) * height, np.nan_to_num(v), height, color=COLORS[j],
+                xerr=np.nan_to_num(err), capsize=1.5, label=group.replace("_", "-"), alpha=0.85,
+                error_kw=dict(lw=0.6))
+    ax.set_yticks(y, estimators if labels else [""] * len(estimators))
+    ax.set_ylim(-0.6, len(estimators) - 0.4)
+    ax.set_title(metric.upper())
+    ax.grid(axis="x", alpha=0.3)
+    if not np.isfinite(part["value"].to_numpy(np.float64)).any():
+        undefined_note(ax, f"no {metric.upper()} on this run (e.g. every answer has the same grade)")
 '''
 
 
@@ -304,10 +324,14 @@ wide = table.assign(cell=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(v) else
                           for v, lo, hi in zip(table["value"], table["low"], table["high"])])
 wide.pivot_table(index="estimator", columns=["metric", "group"], values="cell", aggfunc="first")''',
             '''\
-fig, axes = figure(3, width=max(3.2, 0.45 * len(estimators) + 1.5), height=3.4)
+# one row per estimator, best AUROC over all questions first; the three metrics side by side share the rows
+overall = table[(table["metric"] == "auroc") & (table["group"] == "all")].set_index("estimator")["value"]
+order = sorted(estimators, key=lambda e: -np.nan_to_num(overall.get(e, np.nan), nan=-1.0))
+fig, axes = figure(3, width=2.9, height=0.2 * len(order) + 1.3)
 with matplotlib.rc_context(STYLE):
-    for ax, metric in zip(axes, METRIC_FNS):
-        bars(ax, table, metric, estimators)
+    for i, (ax, metric) in enumerate(zip(axes, METRIC_FNS)):
+        hbars(ax, table, metric, order, labels=i == 0)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False)
 show(fig, "closed_vs_open")''',
         ],
     ),
@@ -359,11 +383,15 @@ with matplotlib.rc_context(STYLE):
         for i, name in enumerate(have):
             jitter = (i - 0.5) * 0.15
             ax.scatter(per_q[x] + jitter, per_q[name], s=14, color=COLORS[i], alpha=0.75, label=name)
-            means = per_q.groupby(x)[name].mean()
-            ax.plot(means.index + jitter, means.to_numpy(), color=COLORS[i], linewidth=1)
+            # gold answer groups run to dozens with few questions each: mean per power-of-two bin (1, 2-3, 4-7, ...)
+            bins = np.floor(np.log2(per_q[x].clip(lower=1))) if x == "gold_groups" else per_q[x]
+            means = per_q.groupby(bins.rename("bin"))[[x, name]].mean()
+            ax.plot(means[x] + jitter, means[name], color=COLORS[i], linewidth=1.2, marker="o", markersize=3)
+        if x == "gold_groups" and per_q[x].max() > 16:
+            ax.set_xscale("log", base=2)
         ax.set(xlabel=xlabel, ylabel="confidence", ylim=(-0.03, 1.03), title="confidence vs " + xlabel.split(" (")[0])
-        if have:
-            ax.legend(frameon=False)
+    if have:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=len(have), frameon=False)
 show(fig, "se_vs_mh_many_answers")''',
             '''\
 from calib.plots import reliability_diagram
