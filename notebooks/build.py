@@ -149,6 +149,8 @@ def nb(title: str, intro: str, params: str, cells: list[str]) -> nbformat.Notebo
             book.cells.append(nbformat.v4.new_markdown_cell(src[4:]))
         else:
             book.cells.append(nbformat.v4.new_code_cell(src.rstrip("\n")))
+    for i, cell in enumerate(book.cells):
+        cell.id = f"cell-{i:02d}"  # stable ids: rebuilding changes only the cells whose source changed
     return book
 
 
