@@ -192,3 +192,18 @@ def test_tuning_runs_made_before_stand_in_for_the_plans_tuning_runs(figures, tmp
         assert line.strip().startswith("calib ") and "experiment=calibration_tuning" in line
     report = pd.read_csv(tmp_path / "results" / "tuning__tuning_report.csv")
     assert report["N"].dropna().nunique() == len(made_before)
+
+
+def test_stored_notebooks_are_what_build_py_writes():
+    """notebooks/*.ipynb are generated from notebooks/build.py: an edit to one side only fails here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("notebooks_build", ROOT / "notebooks" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    assert sorted(build.NOTEBOOKS) == [p.stem for p in NOTEBOOKS]
+    for name, book in build.NOTEBOOKS.items():
+        stored = (ROOT / "notebooks" / f"{name}.ipynb").read_text()
+        assert stored == nbformat.writes(book), (
+            f"{name}.ipynb differs from build.py: run python notebooks/build.py"
+        )
