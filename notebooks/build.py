@@ -221,6 +221,7 @@ with matplotlib.rc_context(STYLE):
                             title=f"{name}", show_counts=True)
     confidence_histogram(table["mean_token_prob"].to_numpy(), table["correct"].to_numpy(), n_bins=10,
                          ax=axes[-1], title="mean token prob vs accuracy")
+    axes[-1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)  # below, clear of the lines
 show(fig, "token_overconfidence")''',
             '''\
 # Average token probability against accuracy, per answer length (tokens): is the gap larger for longer answers?
