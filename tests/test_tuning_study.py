@@ -73,3 +73,17 @@ def test_bad_method_and_missing_path(tmp_path):
         from calib.tuning.estimators import tuned_model
 
         tuned_model(str(tmp_path))
+
+
+def test_the_tune_key_follows_the_training_code_not_the_report():
+    """A trained artifact's key covers every module of calib.tuning that trains (a new one included by listing the
+    package), and not the report that only reads finished runs: editing a figure never retrains."""
+    import pkgutil
+
+    import calib.tuning
+    from calib.tuning.study import REPORT_MODULE, training_modules
+
+    every = {f"calib.tuning.{m.name}" for m in pkgutil.iter_modules(calib.tuning.__path__)}
+    assert REPORT_MODULE in every and REPORT_MODULE not in training_modules()
+    assert set(training_modules()) == every - {REPORT_MODULE}
+    assert {"calib.tuning.lora", "calib.tuning.train", "calib.tuning.probe"} <= set(training_modules())

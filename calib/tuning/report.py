@@ -321,7 +321,15 @@ def plot(table: pd.DataFrame, out_base: str | Path, formats: Sequence[str] = ("p
                     undefined_note(ax, f"no {label} on these runs (e.g. every answer has the same grade)")
                 arrow = "" if info is None else (" ↑" if info.higher_is_better else " ↓")
                 ax.set(xlabel="N (training labels)", ylabel=label + arrow, title=f"{label}, {kind} questions")
-                ax.legend(frameon=False, fontsize=6)
+        # one legend for every panel, below them: in the panels it covered the points and bands
+        entries = {}
+        for ax in axes.flat:
+            for handle, name in zip(*ax.get_legend_handles_labels()):
+                entries.setdefault(name, handle)
+        if entries:
+            names = sorted(entries, key=lambda n: (n.endswith("(untuned)"), n))
+            fig.legend([entries[n] for n in names], names, loc="outside lower center", ncols=min(4, len(names)),
+                       frameon=False, fontsize=7)  # fmt: skip
         return save_figure(fig, out_base, list(formats))
 
 

@@ -6,7 +6,7 @@ then evaluate it on the evaluation split next to untuned P(True), MSP and semant
 1. training data: the first N questions of `tuning_train`, answered greedily (a generate artifact, as every run's)
    and graded; their ids are checked against `tuning_eval` (calib.tasks.tuning.check_disjoint_ids);
 2. the trained artifact, `<artifacts_dir>/tune/<key>/`: key = the generate and grade keys, method and settings, and
-   the code of calib.tuning (calib.fingerprint), so a rerun with the same settings trains nothing; LoRA checkpoints
+   the code of calib.tuning but its report (calib.fingerprint), so a rerun with the same settings trains nothing; LoRA checkpoints
    go to `<artifacts_dir>/tune-checkpoints/<key>/` first, so a killed run resumes where it stopped;
 3. evaluation: the main job (calib.pipeline.run) on `tuning_eval` with the tuned estimator given the artifact's path,
    in `<run dir>/eval`; its metrics carry bootstrap intervals and `calib compare` gives paired differences.
@@ -27,6 +27,18 @@ from calib.pipeline.config import RunConfig
 
 log = logging.getLogger("calib")
 STAGE = "tune"
+REPORT_MODULE = "calib.tuning.report"  # reads trained artifacts' evaluations, makes none: not in the tune key
+
+
+def training_modules() -> list[str]:
+    """The code that makes a trained artifact (its key): every module of calib.tuning but the report, so a new
+    module joins the key without an edit here."""
+    import pkgutil
+
+    import calib.tuning
+
+    names = (f"calib.tuning.{m.name}" for m in pkgutil.iter_modules(calib.tuning.__path__))
+    return sorted(n for n in names if n != REPORT_MODULE)  # (the package's __init__ is a docstring)
 
 
 def _settings(cfg: RunConfig) -> dict:
@@ -77,7 +89,7 @@ def tune_key(cfg: RunConfig, lm, keys: dict) -> str:
     # what is evaluated afterwards (eval_kind, eval_limit) does not change what is trained
     settings = {k: v for k, v in _settings(cfg).items() if not k.startswith("eval_")}
     inputs = {**keys, "model_digest": lm.digest, "dtype": lm.dtype_name, "settings": settings}
-    return artifact_key(STAGE, stage_fingerprint(modules=["calib.tuning"]), inputs)
+    return artifact_key(STAGE, stage_fingerprint(modules=training_modules()), inputs)
 
 
 def train_artifact(cfg: RunConfig, lm, store, progress: bool = True) -> tuple[Path, dict]:
