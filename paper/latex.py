@@ -54,6 +54,7 @@ CLAIMS = {  # claim -> (macro, what a "yes" says, what an "undetermined" says, w
         "untuned P(True) is better",
     ),
 }
+MAX_SENTENCES = 3  # a claim tested more often than this reads as a count and a table, not a wall of sentences
 METRIC_LABELS = {"auroc": "AUROC", "prr": "PRR", "ece": "ECE", "brier": "Brier", "accuracy": "Acc."}
 
 
@@ -129,25 +130,40 @@ def scaling_table(path: Path) -> str:
 
 
 def tuning_table(path: Path) -> str:
+    """One row per (question kind, method, N): each metric's value and its paired difference to untuned P(True),
+    closed and open-ended questions in two blocks; untuned baselines (no N) close each block."""
     t = pd.read_csv(path)
-    rows = []
-    for _, r in t.iterrows():
-        n = "" if pd.isna(r["N"]) else f"{int(r['N'])}"
-        diff = (
-            "ref."
-            if r["method"] == "p_true"
-            else cell(r["diff_p_true"], r["diff_low"], r["diff_high"], sign=True)
+    metrics = [m for m in ("auroc", "ece", "brier") if m in set(t["metric"])]
+    header = ["method", "$N$"]
+    for m in metrics:
+        header += [METRIC_LABELS[m], "$-$ P(True)"]
+    lines = []
+    t = t.assign(_untuned=t["N"].isna(), _n=t["N"].fillna(0))
+    for kind, block in t.groupby("eval", sort=True):
+        lines.append(
+            f"\\multicolumn{{{len(header)}}}{{l}}{{\\emph{{{tex(str(kind).replace('_', '-'))} questions}}}} \\\\"
         )
-        rows.append(
-            [
-                tex(r["method"]),
-                n,
-                METRIC_LABELS.get(r["metric"], tex(r["metric"])),
-                cell(r["value"], r["low"], r["high"]),
-                diff,
-            ]
-        )
-    return tabular(["method", "$N$", "metric", "value", "$-$ untuned P(True)"], rows, "lrlrr")
+        for (method, n), rows in block.sort_values(["_untuned", "method", "_n"]).groupby(
+            ["method", "N"], sort=False, dropna=False
+        ):
+            by = rows.set_index("metric")
+            cells = [tex(method), "" if pd.isna(n) else f"{int(n)}"]
+            for m in metrics:
+                if m not in by.index:
+                    cells += ["", ""]
+                    continue
+                r = by.loc[m]
+                cells.append(cell(r["value"], r["low"], r["high"]))
+                cells.append(
+                    "ref."
+                    if method == "p_true"
+                    else cell(r["diff_p_true"], r["diff_low"], r["diff_high"], sign=True)
+                )
+            lines.append(" & ".join(cells) + " \\\\")
+        lines.append("\\midrule")
+    body = "\n".join(lines[:-1])  # the last block ends at the bottom rule
+    return (f"\\begin{{tabular}}{{ll{'rr' * len(metrics)}}}\n\\toprule\n" + " & ".join(header) + " \\\\\n\\midrule\n"
+            + body + "\n\\bottomrule\n\\end{tabular}\n")  # fmt: skip
 
 
 def claim_sentences(claims: pd.DataFrame) -> dict[str, str]:
@@ -157,22 +173,37 @@ def claim_sentences(claims: pd.DataFrame) -> dict[str, str]:
         if part.empty:
             out[macro] = "Not measured: the results hold no run for this claim."
             continue
+        verdicts = {
+            "yes": yes,
+            "yes (worse)": no,  # revise: a change for the worse still supports "revise changes calibration"
+            "undetermined": undetermined,
+            "no": no,
+            "undefined": "undefined on these runs (one grade among the questions, or too few of them)",
+            "negligible": "the whole interval is within 0.0005 of 0, so this scale shows no effect",
+        }
+        if len(part) > MAX_SENTENCES:
+            out[macro] = claim_table(part, verdicts)
+            continue
         sentences = []
         for _, r in part.iterrows():
-            verdict = {
-                "yes": yes,
-                "yes (worse)": no,  # revise: a change for the worse still supports "revise changes calibration"
-                "undetermined": undetermined,
-                "no": no,
-                "undefined": "undefined on these runs (one grade among the questions, or too few of them)",
-                "negligible": "the whole interval is within 0.0005 of 0, so this scale shows no effect",
-            }[str(r["supported"])]
             sentences.append(
                 f"On \\texttt{{{tex(r['run'])}}}, {tex(r['quantity'])} $=$ {cell(r['value'], r['low'], r['high'], sign=True)} "
-                f"($n={int(r['n'])}$): {verdict}."
+                f"($n={int(r['n'])}$): {verdicts[str(r['supported'])]}."
             )
         out[macro] = " ".join(sentences)
     return out
+
+
+def claim_table(part: pd.DataFrame, verdicts: dict[str, str]) -> str:
+    """Many tests of one claim (e.g. every method x N x question kind): a count of verdicts, then one row each."""
+    counts = part["supported"].astype(str).value_counts()
+    said = [f"{n} {'says' if n == 1 else 'say'} that {verdicts[v]}" for v, n in counts.items()]
+    runs = ", ".join(f"\\texttt{{{tex(r)}}}" for r in dict.fromkeys(part["run"]))
+    rows = [[tex(r["quantity"]), cell(r["value"], r["low"], r["high"], sign=True), f"{int(r['n'])}",
+             tex(r["supported"])] for _, r in part.iterrows()]  # fmt: skip
+    table = tabular(["paired difference", "value [95\\% interval]", "$n$", "supported"], rows, "lrrl")
+    return (f"Of {len(part)} paired comparisons on {runs}, " + "; ".join(said) + ".\n"
+            f"\\begin{{center}}\\scriptsize\n{table}\\end{{center}}")  # fmt: skip
 
 
 def write(results: str | Path, out: str | Path) -> list[Path]:

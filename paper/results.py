@@ -180,14 +180,15 @@ def scaling_claims(name: str, run: Path) -> list[dict]:
 
 def tuning_claims(name: str, table: pd.DataFrame) -> list[dict]:
     rows = []
-    part = table[table["N"].notna() & (table["metric"] == "auroc")].sort_values(["method", "N"])
+    part = table[table["N"].notna() & (table["metric"] == "auroc")].sort_values(["eval", "method", "N"])
     for _, r in part.iterrows():
         v = (r["diff_p_true"], r["diff_low"], r["diff_high"])
+        kind = str(r["eval"]).replace("_", "-")
         rows.append(
             _row(
                 "label_budget",
                 name,
-                f"AUROC {r['method']} N={int(r['N'])} - AUROC untuned p_true",
+                f"AUROC {r['method']} N={int(r['N'])} - AUROC untuned p_true ({kind})",
                 v,
                 r["n_questions"],
                 ">0",

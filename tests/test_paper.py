@@ -179,3 +179,42 @@ def test_figures_dry_run_with_tuning_runs_plans_no_tuning(tmp_path, capsys):
     assert [line.split(":")[0] for line in out] == [
         r.name for r in runs("paper") if not r.name.startswith("tuning_")
     ]
+
+
+def test_a_claim_tested_many_times_reads_as_a_count_and_a_table(tmp_path):
+    """Over MAX_SENTENCES tests of one claim: one sentence counting the verdicts, then a row per test."""
+    tests = [((0.2, 0.1, 0.3), "yes")] * 3 + [((0.05, -0.02, 0.12), "undetermined")] * 2
+    claims = pd.DataFrame(
+        [
+            results._row("label_budget", "tuning", f"AUROC probe N={n} - AUROC untuned p_true", v, 201, ">0")
+            for n, (v, _) in zip((250, 500, 1000, 2000, 4000), tests)
+        ]
+    )
+    assert [r for r in claims["supported"]] == [verdict for _, verdict in tests]
+    claims.to_csv(tmp_path / "claims.csv", index=False)
+    latex.write(tmp_path, tmp_path / "gen")
+    text = (tmp_path / "gen" / "claims.tex").read_text()
+    assert "Of 5 paired comparisons on \\texttt{tuning}, 3 say that the tuned estimator beats" in text
+    assert "2 say that the paired interval includes 0" in text
+    assert text.count("AUROC probe N=") == 5 and "\\begin{tabular}" in text
+
+
+def test_tuning_table_has_a_row_per_method_and_n_and_a_block_per_question_kind(tmp_path):
+    rows = []
+    for kind in ("closed", "open_ended"):
+        for method, n in (("lora", 250), ("lora", 1000), ("p_true", None), ("msp", None)):
+            for k, metric in enumerate(("auroc", "ece", "brier")):
+                value = 0.5 + 0.01 * k + (0.1 if kind == "open_ended" else 0.0)
+                rows.append(dict(method=method, N=n, eval=kind, metric=metric, value=value, low=value - 0.05,
+                                 high=value + 0.05, n_questions=201, diff_p_true=0.03, diff_low=-0.01,
+                                 diff_high=0.07))  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "tuning__tuning_report.csv", index=False)
+    tex = latex.tuning_table(tmp_path / "tuning__tuning_report.csv")
+    assert "\\emph{closed questions}" in tex and "\\emph{open-ended questions}" in tex
+    body = [line for line in tex.splitlines() if line.endswith("\\\\") and "&" in line][
+        1:
+    ]  # rows, not the header
+    assert len(body) == 8  # (lora 250, lora 1000, msp, p_true) x two kinds, metrics as columns
+    first = body[0].split(" & ")
+    assert first[:2] == ["lora", "250"] and first[2].startswith("0.500") and first[4].startswith("0.510")
+    assert sum("ref." in line for line in body) == 2 and body[4].split(" & ")[2].startswith("0.600")
