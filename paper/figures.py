@@ -296,9 +296,11 @@ def make_figures(
     rerun_notebooks: bool = False,
     artifacts: Path | None = None,
     tuning_runs: list[Path] | None = None,
+    command: str | None = None,
 ) -> dict:
     """Every run (reused or made), every notebook executed, results and LaTeX written; returns a summary.
-    tuning_runs: finished calibration-tuning runs made elsewhere, used instead of the plan's tuning_* runs."""
+    tuning_runs: finished calibration-tuning runs made elsewhere, used instead of the plan's tuning_* runs;
+    command: how this was invoked, for COMMANDS.md (default: the plain `python -m paper.figures --scale SCALE`)."""
     from paper import latex
     from paper import results as collect
 
@@ -324,9 +326,8 @@ def make_figures(
         commands += [f"    {tuning_run_command(d)}    # {d.name}" for d in tuning_runs]
     (results / "COMMANDS.md").write_text(
         "# How these CSVs were made\n\n"
-        f"    python -m paper.figures --scale {scale}\n\nwhich runs (each with artifacts_dir=<work>/artifacts):\n\n"
-        + "\n".join(commands)
-        + "\n"
+        f"    {command or f'python -m paper.figures --scale {scale}'}\n\n"
+        "which runs (each with artifacts_dir=<work>/artifacts):\n\n" + "\n".join(commands) + "\n"
     )
     latex.write(results, generated)
     summary = {
@@ -403,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
         rerun_notebooks=args.rerun_notebooks,
         artifacts=artifacts,
         tuning_runs=tuning_runs,
+        command=" ".join(["python -m paper.figures", *(sys.argv[1:] if argv is None else argv)]),
     )
 
 

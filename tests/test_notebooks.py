@@ -178,6 +178,7 @@ def test_tuning_runs_made_before_stand_in_for_the_plans_tuning_runs(figures, tmp
         tmp_path / "generated",
         formats="png",
         tuning_runs=made_before,
+        command="python -m paper.figures --scale tiny --tuning-runs ...",
     )
     assert not any(r["run"].startswith("tuning_") for r in summary["runs"]) and summary["computed"] == []
     book = nbformat.read(figures["work"] / "notebooks" / "07_calibration_tuning_vs_labels__tuning.ipynb", 4)
@@ -186,7 +187,10 @@ def test_tuning_runs_made_before_stand_in_for_the_plans_tuning_runs(figures, tmp
     )  # papermill's injected parameters
     assert (tmp_path / "generated" / "tuning" / "tuning_vs_labels.png").is_file()
     commands = (tmp_path / "results" / "COMMANDS.md").read_text()
-    assert "passed with --tuning-runs" in commands
+    assert (
+        "passed with --tuning-runs" in commands
+        and "    python -m paper.figures --scale tiny --tuning-runs" in commands
+    )
     for folder in made_before:
         line = next(x for x in commands.splitlines() if x.endswith(f"# {folder.name}"))
         assert line.strip().startswith("calib ") and "experiment=calibration_tuning" in line
