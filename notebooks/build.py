@@ -560,7 +560,10 @@ answer_ece = (m[(m["metric"] == "ece") & (m["group"] == "all")][["estimator", "v
 display(answer_ece)
 tokens = np.exp(np.concatenate([np.asarray(lp, np.float64) for lp in
                                 run.answers[run.answers["kind"] == "greedy"]["token_logprobs"]] or [np.zeros(0)]))
-fig, axes = figure(2, width=3.6, height=3.2)
+answer_ece = answer_ece.sort_values("value", na_position="last")  # best calibrated on top
+fig = Figure(figsize=(7.6, max(3.2, 0.18 * len(answer_ece) + 1.2)), layout="constrained")
+FigureCanvasAgg(fig)
+axes = fig.subplots(1, 2, width_ratios=[1.1, 1])
 with matplotlib.rc_context(STYLE):
     ax = axes[0]
     if answer_ece.empty:
@@ -568,10 +571,12 @@ with matplotlib.rc_context(STYLE):
     else:
         v = answer_ece["value"].to_numpy(np.float64)
         err = np.abs(np.vstack([v - answer_ece["low"].to_numpy(np.float64), answer_ece["high"].to_numpy(np.float64) - v]))
-        ax.bar(answer_ece["estimator"], np.nan_to_num(v), yerr=np.nan_to_num(err), capsize=2, color=COLORS[0],
-               alpha=0.85)
-        ax.tick_params(axis="x", rotation=35)
-    ax.set(ylabel="answer-level ECE", title="answer-level ECE (this run)")
+        y = np.arange(len(answer_ece))[::-1]  # one row per estimator: dozens stay readable
+        ax.barh(y, np.nan_to_num(v), xerr=np.nan_to_num(err), capsize=1.5, color=COLORS[0], alpha=0.85,
+                error_kw=dict(lw=0.6))
+        ax.set_yticks(y, answer_ece["estimator"], fontsize=6)
+        ax.set_ylim(-0.6, len(answer_ece) - 0.4)
+    ax.set(xlabel="answer-level ECE", title="answer-level ECE (this run)")
     ax = axes[1]
     if tokens.size:
         ax.hist(tokens, bins=np.linspace(0, 1, 21), weights=np.full(tokens.size, 1 / tokens.size), color=COLORS[1],
