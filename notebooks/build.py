@@ -300,8 +300,9 @@ if "calibrators" in tables:
         else:
             v = usable["ece"].to_numpy(np.float64)
             err = np.abs(np.vstack([v - usable["ece_low"], usable["ece_high"] - v]))
-            ax.bar(usable["method"], v, yerr=np.nan_to_num(err), capsize=2, color=COLORS[0], alpha=0.85)
-            ax.tick_params(axis="x", rotation=35)
+            x = np.arange(len(usable))
+            ax.bar(x, v, yerr=np.nan_to_num(err), capsize=2, color=COLORS[0], alpha=0.85)
+            ax.set_xticks(x, usable["method"], rotation=30, ha="right")  # labels end under their bars
         ax.set(ylabel="test ECE", title="Post-hoc calibrators (test split)")
     show(fig, "temperature_calibrators")''',
         ],
