@@ -206,6 +206,44 @@ def claim_table(part: pd.DataFrame, verdicts: dict[str, str]) -> str:
             f"\\begin{{center}}\\scriptsize\n{table}\\end{{center}}")  # fmt: skip
 
 
+CLAIM_TITLES = {
+    "token_overconfidence": "token probabilities are overconfident",
+    "temperature_tradeoff": "temperature trades accuracy against calibration",
+    "sampling_vs_token": "sampling-based estimators beat token baselines",
+    "semantic_entropy_open_ended": "semantic entropy misfires on open-ended questions",
+    "revise_calibration": "revising changes calibration",
+    "label_budget": "calibration-tuning pays off within a small label budget",
+}
+
+
+def overall_verdict(verdicts: list[str]) -> str:
+    """One word for a claim from its tests' verdicts: all 'yes' -> supported; none -> not measured."""
+    if not verdicts:
+        return "not measured"
+    yes = sum(v.startswith("yes") for v in verdicts)
+    no = verdicts.count("no")
+    if yes == len(verdicts):
+        return "supported"
+    if yes and not no:
+        return "partly supported"
+    if no and not yes:
+        return "contradicted"
+    if yes and no:
+        return "mixed"
+    return "not shown at this scale"
+
+
+def summary_table(claims: pd.DataFrame) -> str:
+    """The mission's claims, one row each: how many tests, how they came out, and the verdict in one word."""
+    rows = []
+    for claim, title in CLAIM_TITLES.items():
+        verdicts = [str(v) for v in claims.loc[claims["claim"] == claim, "supported"]] if len(claims) else []
+        counts = pd.Series(verdicts, dtype=str).value_counts()
+        detail = ", ".join(f"{n} {v}" for v, n in counts.items()) or "--"
+        rows.append([tex(title), f"{len(verdicts)}", tex(detail), overall_verdict(verdicts)])
+    return tabular(["claim", "tests", "verdicts of the tests", "at this scale"], rows, "lrll")
+
+
 def write(results: str | Path, out: str | Path) -> list[Path]:
     """Every .tex file main.tex inputs, from the CSVs in results."""
     results, out = Path(results), Path(out)
@@ -228,8 +266,9 @@ def write(results: str | Path, out: str | Path) -> list[Path]:
     claims_csv = results / "claims.csv"
     claims = pd.read_csv(claims_csv) if claims_csv.is_file() else pd.DataFrame(columns=["claim"])
     put("claims.tex", "".join(f"\\newcommand{{\\{m}}}{{{s}}}\n" for m, s in claim_sentences(claims).items()))
+    put("table_claims.tex", summary_table(claims))
     scale_file = results / "SCALE"
-    scale = scale_file.read_text().strip() if scale_file.is_file() else "no results yet (run make figures)"
+    scale = scale_file.read_text().strip() if scale_file.is_file() else "no results yet: run make figures"
     tiny = scale.startswith("tiny")
     shown = f"\\textbf{{{tex(scale)}: a pipeline check, not results}}" if tiny else tex(scale)
     put("scale.tex", f"\\newcommand{{\\resultsScale}}{{{shown}}}\n")

@@ -107,8 +107,9 @@ def test_metrics_table_carries_every_estimator_and_interval(tmp_path):
 
 def test_no_results_still_builds_the_inputs(tmp_path):
     written = latex.write(tmp_path / "none", tmp_path / "gen")
-    assert {p.name for p in written} == {"claims.tex", "scale.tex"}
+    assert {p.name for p in written} == {"claims.tex", "scale.tex", "table_claims.tex"}
     assert "no results yet" in (tmp_path / "gen" / "scale.tex").read_text()
+    assert (tmp_path / "gen" / "table_claims.tex").read_text().count("not measured") == len(latex.CLAIMS)
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
@@ -218,3 +219,30 @@ def test_tuning_table_has_a_row_per_method_and_n_and_a_block_per_question_kind(t
     first = body[0].split(" & ")
     assert first[:2] == ["lora", "250"] and first[2].startswith("0.500") and first[4].startswith("0.510")
     assert sum("ref." in line for line in body) == 2 and body[4].split(" & ")[2].startswith("0.600")
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "phrase"),
+    [
+        ([], "not measured"),
+        (["yes", "yes (worse)"], "supported"),
+        (["yes", "undetermined"], "partly supported"),
+        (["no", "undetermined"], "contradicted"),
+        (["yes", "no"], "mixed"),
+        (["undetermined", "undefined"], "not shown at this scale"),
+    ],
+)
+def test_a_claims_overall_verdict_follows_its_tests(verdicts, phrase):
+    assert latex.overall_verdict(verdicts) == phrase
+
+
+def test_claims_summary_table_has_a_row_per_mission_claim(tmp_path):
+    claims = pd.DataFrame([results._row("token_overconfidence", "c", "q", (0.1, 0.05, 0.2), 709, ">0")])
+    claims.to_csv(tmp_path / "claims.csv", index=False)
+    latex.write(tmp_path, tmp_path / "gen")
+    table = (tmp_path / "gen" / "table_claims.tex").read_text()
+    rows = [line for line in table.splitlines() if line.count("&") == 3][1:]
+    assert len(rows) == len(latex.CLAIM_TITLES) == len(latex.CLAIMS)
+    assert rows[0].endswith("& 1 & 1 yes & supported \\\\") and rows[-1].endswith(
+        "& 0 & -- & not measured \\\\"
+    )
