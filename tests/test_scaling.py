@@ -319,3 +319,41 @@ def test_a_multirun_over_the_preset_runs_each_study_and_skips_the_comparison(tmp
         assert json.loads((sweep / job / "manifest.json").read_text())["summary"]["questions"] == n
     assert not (sweep / "compare.md").exists()
     assert "these are scaling study runs, whose tables are in each run folder" in caplog.text
+
+
+def test_memo_calls_make_each_teacher_forced_pass_once(monkeypatch):
+    """The grid's bundles ask the same greedy answer's distributions and attention statistics at every K: MemoCalls
+    runs each distinct (prompt, tokens[, suffix]) once and hands back the same arrays in the order asked."""
+    import importlib
+
+    import numpy as np
+
+    from calib.studies.scaling import MemoCalls
+
+    score_module = importlib.import_module(
+        "calib.decode.score"
+    )  # the package re-exports a function named score
+    attention_module = importlib.import_module("calib.estimators.attention")
+
+    calls = {"distribution": [], "attention": []}
+
+    def fake_distribution(lm, prompts, continuations):
+        calls["distribution"].append(list(zip(prompts, map(tuple, continuations))))
+        return [np.full(3, len(p) + sum(c)) for p, c in zip(prompts, continuations)]
+
+    def fake_attention(lm, prompts, answers, suffix):
+        calls["attention"].append((list(prompts), suffix))
+        return [np.full(2, len(p) + int(np.sum(a)) + len(suffix)) for p, a in zip(prompts, answers)]
+
+    monkeypatch.setattr(score_module, "score_distribution", fake_distribution)
+    monkeypatch.setattr(attention_module, "attention_statistics", fake_attention)
+    memo = MemoCalls(lm=None)
+    first = memo.distribution(["ab", "c"], [np.array([1, 2]), np.array([3])])
+    again = memo.distribution(["c", "ab", "d"], [[3], [1, 2], [4]])
+    assert [x[0] for x in first] == [5, 4] and [x[0] for x in again] == [4, 5, 5]
+    assert calls["distribution"] == [[("ab", (1, 2)), ("c", (3,))], [("d", (4,))]]
+    a1 = memo.attention(["ab"], [np.array([1])], "")
+    a2 = memo.attention(["ab", "ab"], [[1], [1]], "Decision:")  # another suffix is another pass
+    a3 = memo.attention(["ab"], [[1]], "")
+    assert a1[0][0] == a3[0][0] == 3 and a2[0][0] == a2[1][0] == 12
+    assert calls["attention"] == [(["ab"], ""), (["ab"], "Decision:")]

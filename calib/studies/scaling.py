@@ -89,10 +89,35 @@ def vote_correct(examples, gens: Generations, grading: dict, cache: dict) -> np.
 # ---- estimation -------------------------------------------------------------------------------------------------
 class MemoCalls:
     """The model calls estimators make, remembered across the grid's bundles (P(True) of one answer is asked at
-    every K); every distinct call is made once."""
+    every K; the greedy answer's teacher-forced distributions and attention statistics are the same at every K of
+    one pass); every distinct call is made once."""
 
     def __init__(self, lm):
         self.lm, self.scores, self.generations = lm, {}, {}
+        self.distributions: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
+        self.attentions: dict[tuple[str, tuple[int, ...], str], np.ndarray] = {}
+
+    def distribution(self, prompts: list[str], token_ids: list) -> list[np.ndarray]:
+        from calib.decode.score import score_distribution
+
+        keys = [(p, tuple(int(t) for t in ids)) for p, ids in zip(prompts, token_ids)]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.distributions))
+        if missing:
+            stats = score_distribution(self.lm, [p for p, _ in missing], [list(ids) for _, ids in missing])
+            self.distributions.update(zip(missing, stats))
+        return [self.distributions[k] for k in keys]
+
+    def attention(self, prompts: list[str], token_ids: list, suffix: str) -> list[np.ndarray]:
+        from calib.estimators.attention import attention_statistics
+
+        keys = [(p, tuple(int(t) for t in ids), suffix) for p, ids in zip(prompts, token_ids)]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.attentions))
+        if missing:
+            stats = attention_statistics(
+                self.lm, [p for p, _, _ in missing], [np.asarray(ids) for _, ids, _ in missing], suffix
+            )
+            self.attentions.update(zip(missing, stats))
+        return [self.attentions[k] for k in keys]
 
     def score(self, prompts: list[str], continuations: list[str]) -> list[np.ndarray]:
         from calib.decode import score
@@ -180,6 +205,8 @@ def estimate_point(
         wrap_prompt=lm.format_prompt if style == "chat" else None,
         score_fn=memo.score,
         generate_fn=memo.generate,
+        distribution_fn=memo.distribution,
+        attention_fn=memo.attention,
     )
     have = bundle.available()
     out, seconds = {}, {}
