@@ -3,6 +3,8 @@ figures (PDF and PNG), the result CSVs and the LaTeX tables.
 
     python -m paper.figures                     # paper scale (hours on CPU; a rerun reuses everything)
     python -m paper.figures --scale tiny --work /tmp/w --results /tmp/w/results --generated /tmp/w/generated
+    python -m paper.figures --only compare_smollm2          # one run at paper scale, then stop (resumable)
+    python -m paper.figures --tuning-runs RUN_DIR...         # calibration-tuning runs made before, not retrained
 
 RUNS below is the one list of runs (Hydra overrides per run, at both scales); NOTEBOOKS says which notebook reads
 which run. Each run goes to <work>/runs/<name> with one artifact store, <work>/artifacts. A run is reused when its
