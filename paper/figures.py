@@ -3,7 +3,7 @@ figures (PDF and PNG), the result CSVs and the LaTeX tables.
 
     python -m paper.figures                     # paper scale (hours on CPU; a rerun reuses everything)
     python -m paper.figures --scale tiny --work /tmp/w --results /tmp/w/results --generated /tmp/w/generated
-    python -m paper.figures --only compare_smollm2          # one run at paper scale, then stop (resumable)
+    python -m paper.figures --only compare_smollm2          # one run at paper scale, its CSVs published
     python -m paper.figures --tuning-runs RUN_DIR...         # calibration-tuning runs made before, not retrained
 
 RUNS below is the one list of runs (Hydra overrides per run, at both scales); NOTEBOOKS says which notebook reads
@@ -196,13 +196,15 @@ def ensure_run(
     shutil.rmtree(
         folder, ignore_errors=True
     )  # a stale run of other settings: its artifacts stay in the store
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), code_commit()
     logging = ["hydra/job_logging=none", "hydra/hydra_logging=none"] if scale == "tiny" else []
     main([*overrides, f"hydra.run.dir={folder}", *logging])
     record = {
         "key": key,
         "command": "calib " + " ".join(run.overrides(scale)),
         "seconds": time.perf_counter() - started,
+        "commit": commit,
+        "made": time.strftime("%Y-%m-%d", time.gmtime()),
     }
     stamp.write_text(json.dumps(record, indent=1))
     return {"run": run.name, "cached": False, "seconds": record["seconds"]}
@@ -289,6 +291,121 @@ def check_tuning_runs(folders: list[Path]) -> list[Path]:
     return sorted(folders)
 
 
+def code_commit() -> str:
+    """The commit of this checkout (with "-dirty" when calib or configs, what a run depends on, differ from it):
+    which code made a result, for COMMANDS.md."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()  # fmt: skip
+
+    try:
+        head = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--", "calib", "configs")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+PROVENANCE_COLUMNS = ["run", "commit", "made", "minutes", "command"]
+
+
+def record_provenance(results: Path, rows: list[dict], replace: list[str], invocation: str) -> None:
+    """results/runs.csv: one row per run whose CSVs are in results (rows for the `replace` runs, or runs starting
+    with "tuning" when replace holds "tuning", are swapped for the new rows), and COMMANDS.md rendered from it."""
+    import pandas as pd
+
+    from calib.cache import atomic_write_text
+
+    path = results / "runs.csv"
+    old = (
+        pd.read_csv(path, dtype=str).fillna("")
+        if path.is_file()
+        else pd.DataFrame(columns=PROVENANCE_COLUMNS)
+    )
+    stale = old["run"].isin(replace) | (old["run"].str.startswith("tuning") & ("tuning" in replace))
+    table = pd.concat(
+        [old[~stale], pd.DataFrame(rows, columns=PROVENANCE_COLUMNS).astype(str)], ignore_index=True
+    )
+    table = table.sort_values("run", kind="stable")
+    atomic_write_text(path, table.to_csv(index=False))
+    lines = [f"| {r.run} | {r.commit} | {r.made} | {r.minutes} | `{r.command}` |" for r in table.itertuples()]
+    atomic_write_text(
+        results / "COMMANDS.md",
+        "# How these CSVs were made\n\n"
+        f"Last collected by `{invocation}`. Each run below is a calib command (with artifacts_dir=<work>/artifacts), "
+        "made by the commit of calib named beside it; `python -m paper.figures --only RUN` re-makes one run and "
+        "replaces its CSVs, leaving the others.\n\n"
+        "| run | commit | made (UTC) | minutes | command |\n|---|---|---|---|---|\n"
+        + "\n".join(lines)
+        + "\n",
+    )
+
+
+def publish(
+    results: Path,
+    generated: Path,
+    scale: str,
+    main_runs: dict[str, Path],
+    stamps: dict[str, dict],  # paper_run.json of each main run
+    tuning_dirs: list[Path] | None,
+    invocation: str,
+) -> None:
+    """Collect these runs' CSVs and claims into results (keeping other runs' earlier ones), record how each was made,
+    and rewrite the LaTeX tables from everything results holds."""
+    from paper import latex
+    from paper import results as collect
+
+    results.mkdir(parents=True, exist_ok=True)
+    collect.collect(main_runs, results, {"tuning": tuning_dirs} if tuning_dirs else None)
+    (results / "SCALE").write_text(f"{scale} scale\n")
+
+    def row(name: str, stamp: dict) -> dict:
+        minutes = f"{stamp['seconds'] / 60:.1f}" if "seconds" in stamp else ""
+        return {"run": name, "commit": stamp.get("commit", "unknown"), "made": stamp.get("made", ""),
+                "minutes": minutes, "command": stamp["command"]}  # fmt: skip
+
+    rows = [row(name, stamps[name]) for name in main_runs]
+    # the plan's tuning_* runs carry a stamp; runs made elsewhere only their overrides
+    for d in tuning_dirs or []:
+        stamp = d / "paper_run.json"
+        made = json.loads(stamp.read_text()) if stamp.is_file() else {"command": tuning_run_command(d)}
+        rows.append(row(f"tuning/{d.name}", made))
+    record_provenance(results, rows, [*main_runs, *(["tuning"] if tuning_dirs else [])], invocation)
+    latex.write(results, generated)
+
+
+def say(record: dict) -> dict:
+    how = "cached" if record["cached"] else "computed in {:.0f} s".format(record["seconds"])
+    print(f"run {record['run']}: {how}", flush=True)
+    return record
+
+
+def make_only(
+    chosen: list[Run],
+    scale: str,
+    work: Path,
+    results: Path,
+    generated: Path,
+    artifacts: Path | None,
+    tuning_runs: list[Path] | None,
+    invocation: str,
+) -> None:
+    """Make the chosen runs and publish their CSVs (other runs' CSVs in results stay): paper scale is hours per run,
+    so the results folder can fill up one run, or one session, at a time. No notebooks run."""
+    for run in chosen:
+        say(ensure_run(run, scale, work, artifacts))
+    main_runs = {r.name: work / "runs" / r.name for r in chosen if not r.name.startswith("tuning_")}
+    stamps = {n: json.loads((d / "paper_run.json").read_text()) for n, d in main_runs.items()}
+    tuning_dirs = tuning_runs
+    # the tuning table is one: every finished tuning_* run
+    if any(r.name.startswith("tuning_") for r in chosen):
+        tuning_dirs = [d for d in sorted((work / "runs").glob("tuning_*")) if finished(d)]
+    publish(results, generated, scale, main_runs, stamps, tuning_dirs, invocation)
+    print(f"published {', '.join([*main_runs, *(['tuning'] if tuning_dirs else [])])} into {results}")
+
+
 def make_figures(
     scale: str,
     work: Path,
@@ -303,15 +420,9 @@ def make_figures(
     """Every run (reused or made), every notebook executed, results and LaTeX written; returns a summary.
     tuning_runs: finished calibration-tuning runs made elsewhere, used instead of the plan's tuning_* runs;
     command: how this was invoked, for COMMANDS.md (default: the plain `python -m paper.figures --scale SCALE`)."""
-    from paper import latex
-    from paper import results as collect
-
     started = time.perf_counter()
     plan = [r for r in runs(scale) if not (tuning_runs and r.name.startswith("tuning_"))]
-    records = [ensure_run(run, scale, work, artifacts) for run in plan]
-    for r in records:
-        how = "cached" if r["cached"] else "computed in {:.0f} s".format(r["seconds"])
-        print(f"run {r['run']}: {how}", flush=True)
+    records = [say(ensure_run(run, scale, work, artifacts)) for run in plan]
     stamps = {r.name: json.loads((work / "runs" / r.name / "paper_run.json").read_text()) for r in plan}
     tuning_dirs = tuning_runs or [work / "runs" / r.name for r in plan if r.name.startswith("tuning_")]
     jobs = notebooks(scale, work, tuning_dirs)
@@ -319,19 +430,15 @@ def make_figures(
     run_keys += [json.loads((d / "tuning.json").read_text()).get("key", str(d)) for d in tuning_runs or []]
     executed = execute_notebooks(jobs, work, generated, formats, run_keys, force=rerun_notebooks)
     main_runs = {r.name: work / "runs" / r.name for r in plan if not r.name.startswith("tuning_")}
-    results.mkdir(parents=True, exist_ok=True)
-    collect.collect(main_runs, results, {"tuning": tuning_dirs})
-    (results / "SCALE").write_text(f"{scale} scale\n")
-    commands = [f"    {s['command']}" for s in stamps.values()]
-    if tuning_runs:
-        commands += ["", "and these calibration-tuning runs, made before and passed with --tuning-runs:", ""]
-        commands += [f"    {tuning_run_command(d)}    # {d.name}" for d in tuning_runs]
-    (results / "COMMANDS.md").write_text(
-        "# How these CSVs were made\n\n"
-        f"    {command or f'python -m paper.figures --scale {scale}'}\n\n"
-        "which runs (each with artifacts_dir=<work>/artifacts):\n\n" + "\n".join(commands) + "\n"
+    publish(
+        results,
+        generated,
+        scale,
+        main_runs,
+        stamps,
+        tuning_dirs,
+        command or f"python -m paper.figures --scale {scale}",
     )
-    latex.write(results, generated)
     summary = {
         "scale": scale,
         "runs": records,
@@ -359,7 +466,8 @@ def main(argv: list[str] | None = None) -> None:
         "--dry-run", action="store_true", help="say which runs are cached and which would run"
     )
     parser.add_argument("--only", nargs="+", metavar="RUN", help="make only these runs (names as --dry-run "
-                        "prints them) and stop: no notebooks, results or tables")  # fmt: skip
+                        "prints them), put their CSVs into --results beside the other runs' and rewrite the tables; "
+                        "no notebooks")  # fmt: skip
     parser.add_argument("--tuning-runs", nargs="+", metavar="DIR", help="finished calibration-tuning run folders "
                         "to use instead of the tuning_* runs (e.g. a study made before; COMMANDS.md lists them)")  # fmt: skip
     parser.add_argument(
@@ -386,12 +494,16 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(
                 f"paper.figures: no run named {', '.join(unknown)}; the runs are {', '.join(r.name for r in plan)}"
             )
-        for run in plan:
-            if run.name in args.only:
-                r = ensure_run(run, args.scale, work, artifacts)
-                print(
-                    f"run {run.name}: " + ("cached" if r["cached"] else f"computed in {r['seconds']:.0f} s")
-                )
+        make_only(
+            [r for r in plan if r.name in args.only],
+            args.scale,
+            work,
+            results,
+            generated,
+            artifacts,
+            tuning_runs,
+            " ".join(["python -m paper.figures", *(sys.argv[1:] if argv is None else argv)]),
+        )
         return
     if args.dry_run:
         for run in plan:

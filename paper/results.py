@@ -39,6 +39,14 @@ STUDY_TABLES = {
     "temperature_sweep": ("sweep_decoding.csv", "sweep_posthoc.csv", "calibrators.csv"),
     "scaling": ("accuracy.csv", "differences.csv", "adaptive.csv", "transitions.csv"),
 }
+CLAIM_ORDER = (
+    "token_overconfidence",
+    "temperature_tradeoff",
+    "sampling_vs_token",
+    "semantic_entropy_open_ended",
+    "revise_calibration",
+    "label_budget",
+)
 CLAIM_COLUMNS = ["claim", "run", "quantity", "value", "low", "high", "n", "supported", "direction"]
 
 
@@ -197,36 +205,62 @@ def tuning_claims(name: str, table: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def _replace_run_files(out: Path, name: str) -> None:
+    """A run collected again replaces everything it wrote before (a table it no longer makes must not linger)."""
+    for old in out.glob(f"{name}__*"):
+        old.unlink()
+
+
 def collect(
     runs: Mapping[str, Path], out: str | Path, tuning: Mapping[str, list[Path]] | None = None
 ) -> Path:
-    """Copy each run's small tables into out and write out/claims.csv; returns the claims file."""
+    """Copy each run's small tables into out, write its claims to out/<run>__claims.csv and merge every run's claims
+    found in out into out/claims.csv; returns that file. Runs not given keep what an earlier collect wrote, so results
+    made in separate sessions (paper scale is hours per run) add up in one folder."""
     from calib.cache import atomic_write_text
     from calib.tuning import report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    claims: list[dict] = []
+
+    def put_claims(name: str, rows: list[dict]) -> None:
+        table = pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+        atomic_write_text(out / f"{name}__claims.csv", table.to_csv(index=False, float_format="%.6g"))
+
     for name, run in runs.items():
         run = Path(run)
+        _replace_run_files(out, name)
         manifest = run / "manifest.json"
         study = json.loads(manifest.read_text()).get("study") if manifest.is_file() else None
         if study in STUDY_TABLES:
             for table in STUDY_TABLES[study]:
                 if (run / table).is_file():
                     shutil.copyfile(run / table, out / f"{name}__{table}")
-            claims += (
-                temperature_claims(name, run) if study == "temperature_sweep" else scaling_claims(name, run)
+            put_claims(
+                name,
+                temperature_claims(name, run) if study == "temperature_sweep" else scaling_claims(name, run),
             )
         elif (run / "metrics.csv").is_file():
             shutil.copyfile(run / "metrics.csv", out / f"{name}__metrics.csv")
-            claims += main_job_claims(name, run)
+            put_claims(name, main_job_claims(name, run))
     for name, folders in (tuning or {}).items():
+        _replace_run_files(out, name)
         table = report.gather(folders)
         atomic_write_text(out / f"{name}__tuning_report.csv", table.to_csv(index=False, float_format="%.6g"))
-        claims += tuning_claims(name, table)
+        put_claims(name, tuning_claims(name, table))
+    return merge_claims(out)
+
+
+def merge_claims(out: str | Path) -> Path:
+    """out/claims.csv: the claims of every run collected into out (its *__claims.csv), in the mission's order."""
+    from calib.cache import atomic_write_text
+
+    out = Path(out)
+    parts = [pd.read_csv(p) for p in sorted(out.glob("*__claims.csv"))]
+    parts = [p for p in parts if len(p)]
+    claims = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CLAIM_COLUMNS)
+    order = {c: i for i, c in enumerate(CLAIM_ORDER)}
+    claims = claims.sort_values("claim", key=lambda c: c.map(order).fillna(len(order)), kind="stable")
     path = out / "claims.csv"
-    atomic_write_text(
-        path, pd.DataFrame(claims, columns=CLAIM_COLUMNS).to_csv(index=False, float_format="%.6g")
-    )
+    atomic_write_text(path, claims[CLAIM_COLUMNS].to_csv(index=False, float_format="%.6g"))
     return path

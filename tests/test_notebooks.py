@@ -188,13 +188,10 @@ def test_tuning_runs_made_before_stand_in_for_the_plans_tuning_runs(figures, tmp
     )  # papermill's injected parameters
     assert (tmp_path / "generated" / "tuning" / "tuning_vs_labels.png").is_file()
     commands = (tmp_path / "results" / "COMMANDS.md").read_text()
-    assert (
-        "passed with --tuning-runs" in commands
-        and "    python -m paper.figures --scale tiny --tuning-runs" in commands
-    )
+    assert "Last collected by `python -m paper.figures --scale tiny --tuning-runs ...`" in commands
     for folder in made_before:
-        line = next(x for x in commands.splitlines() if x.endswith(f"# {folder.name}"))
-        assert line.strip().startswith("calib ") and "experiment=calibration_tuning" in line
+        line = next(x for x in commands.splitlines() if x.startswith(f"| tuning/{folder.name} |"))
+        assert "`calib " in line and "experiment=calibration_tuning" in line
     report = pd.read_csv(tmp_path / "results" / "tuning__tuning_report.csv")
     assert report["N"].dropna().nunique() == len(made_before)
 
@@ -212,3 +209,34 @@ def test_stored_notebooks_are_what_build_py_writes():
         assert stored == nbformat.writes(book), (
             f"{name}.ipynb differs from build.py: run python notebooks/build.py"
         )
+
+
+def test_only_publishes_its_run_and_keeps_the_other_runs_results(figures, tmp_path):
+    """--only RUN (a cached run here) replaces that run's CSVs, claims and provenance row in --results and leaves
+    every other run's, so results made in separate sessions add up; claims.csv merges them all."""
+    import shutil
+
+    from paper.figures import main
+
+    results = tmp_path / "results"
+    shutil.copytree(figures["results"], results)
+    before = {p.name: p.read_bytes() for p in results.glob("compare_smollm2__*")}
+    for p in results.glob("temperature__*"):
+        p.unlink()
+    (results / "temperature__calibrators.csv").write_text("a table the run no longer makes\n")
+    main(["--scale", "tiny", "--work", str(figures["work"]), "--results", str(results),
+          "--generated", str(tmp_path / "generated"), "--only", "temperature"])  # fmt: skip
+    assert {p.name: p.read_bytes() for p in results.glob("compare_smollm2__*")} == before
+    assert (results / "temperature__sweep_decoding.csv").is_file()
+    assert (results / "temperature__claims.csv").is_file()
+    assert "a table the run no longer makes" not in (results / "temperature__calibrators.csv").read_text()
+    claims = pd.read_csv(results / "claims.csv")
+    assert {"compare_smollm2", "temperature", "scaling", "tuning"} <= set(claims["run"])
+    assert (
+        claims["claim"].iloc[0] == "token_overconfidence"
+    )  # the mission's order, whatever order runs came in
+    provenance = pd.read_csv(results / "runs.csv", dtype=str)
+    assert provenance["run"].is_unique and "temperature" in set(provenance["run"])
+    assert provenance["commit"].str.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown").all()
+    assert (tmp_path / "generated" / "table_temperature.tex").is_file()
+    assert not (tmp_path / "generated" / "temperature").exists()  # no notebook ran
