@@ -161,8 +161,7 @@ def main(argv: list[str]) -> int:
             e.remove()
         print(f"{verb} {e.path}" + (f" ({len(e.files)} files)" if e.files else ""))
     if old_keys and not args.dry_run:
-        atomic_write_text(
-            index_path, json.dumps({k: v for k, v in index.items() if k not in set(old_keys)}, indent=0)
-        )
+        gone = set(old_keys)
+        atomic_write_text(index_path, json.dumps({k: v for k, v in index.items() if k not in gone}, indent=0))
     print(f"{verb} {human(freed)} in {len(stale)} entries and {len(old_keys)} digest-index lines")
     return 0

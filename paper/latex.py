@@ -82,9 +82,10 @@ def cell(value: float, low: float = math.nan, high: float = math.nan, sign: bool
     return f"{value:{fmt}} {{\\scriptsize [{low:{fmt}}, {high:{fmt}}]}}"
 
 
-def tabular(header: list[str], rows: list[list[str]], align: str) -> str:
+def tabular(header: list[str], rows: list[list[str] | str], align: str) -> str:
+    """A booktabs table; a row given as a string is a line of its own (a block heading, a rule)."""
     lines = [f"\\begin{{tabular}}{{{align}}}", "\\toprule", " & ".join(header) + r" \\", "\\midrule"]
-    lines += [" & ".join(r) + r" \\" for r in rows]
+    lines += [r if isinstance(r, str) else " & ".join(r) + r" \\" for r in rows]
     return "\n".join([*lines, "\\bottomrule", "\\end{tabular}", ""])
 
 
@@ -137,7 +138,7 @@ def tuning_table(path: Path) -> str:
     header = ["method", "$N$"]
     for m in metrics:
         header += [METRIC_LABELS[m], "$-$ P(True)"]
-    lines = []
+    lines: list[list[str] | str] = []
     t = t.assign(_untuned=t["N"].isna(), _n=t["N"].fillna(0))
     for kind, block in t.groupby("eval", sort=True):
         lines.append(
@@ -159,11 +160,9 @@ def tuning_table(path: Path) -> str:
                     if method == "p_true"
                     else cell(r["diff_p_true"], r["diff_low"], r["diff_high"], sign=True)
                 )
-            lines.append(" & ".join(cells) + " \\\\")
+            lines.append(cells)
         lines.append("\\midrule")
-    body = "\n".join(lines[:-1])  # the last block ends at the bottom rule
-    return (f"\\begin{{tabular}}{{ll{'rr' * len(metrics)}}}\n\\toprule\n" + " & ".join(header) + " \\\\\n\\midrule\n"
-            + body + "\n\\bottomrule\n\\end{tabular}\n")  # fmt: skip
+    return tabular(header, lines[:-1], "ll" + "rr" * len(metrics))  # the last block ends at the bottom rule
 
 
 def claim_sentences(claims: pd.DataFrame) -> dict[str, str]:

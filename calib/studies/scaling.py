@@ -87,6 +87,14 @@ def vote_correct(examples, gens: Generations, grading: dict, cache: dict) -> np.
 
 
 # ---- estimation -------------------------------------------------------------------------------------------------
+def _memoized(memo: dict, keys: list, compute) -> list:
+    """memo[key] for every key, computing only the distinct keys not yet in memo, in one call `compute(missing)`."""
+    missing = list(dict.fromkeys(k for k in keys if k not in memo))
+    if missing:
+        memo.update(zip(missing, compute(missing)))
+    return [memo[k] for k in keys]
+
+
 class MemoCalls:
     """The model calls estimators make, remembered across the grid's bundles (P(True) of one answer is asked at
     every K; the greedy answer's teacher-forced distributions and attention statistics are the same at every K of
@@ -101,42 +109,46 @@ class MemoCalls:
         from calib.decode.score import score_distribution
 
         keys = [(p, tuple(int(t) for t in ids)) for p, ids in zip(prompts, token_ids)]
-        missing = list(dict.fromkeys(k for k in keys if k not in self.distributions))
-        if missing:
-            stats = score_distribution(self.lm, [p for p, _ in missing], [list(ids) for _, ids in missing])
-            self.distributions.update(zip(missing, stats))
-        return [self.distributions[k] for k in keys]
+        return _memoized(
+            self.distributions,
+            keys,
+            lambda missing: score_distribution(
+                self.lm, [p for p, _ in missing], [list(i) for _, i in missing]
+            ),
+        )
 
     def attention(self, prompts: list[str], token_ids: list, suffix: str) -> list[np.ndarray]:
         from calib.estimators.attention import attention_statistics
 
         keys = [(p, tuple(int(t) for t in ids), suffix) for p, ids in zip(prompts, token_ids)]
-        missing = list(dict.fromkeys(k for k in keys if k not in self.attentions))
-        if missing:
-            stats = attention_statistics(
-                self.lm, [p for p, _, _ in missing], [np.asarray(ids) for _, ids, _ in missing], suffix
-            )
-            self.attentions.update(zip(missing, stats))
-        return [self.attentions[k] for k in keys]
+        return _memoized(
+            self.attentions,
+            keys,
+            lambda missing: attention_statistics(
+                self.lm, [p for p, _, _ in missing], [np.asarray(i) for _, i, _ in missing], suffix
+            ),
+        )
 
     def score(self, prompts: list[str], continuations: list[str]) -> list[np.ndarray]:
         from calib.decode import score
 
-        missing = list(dict.fromkeys(k for k in zip(prompts, continuations) if k not in self.scores))
-        if missing:
-            self.scores.update(zip(missing, score(self.lm, [p for p, _ in missing], [c for _, c in missing])))
-        return [self.scores[k] for k in zip(prompts, continuations)]
+        return _memoized(
+            self.scores,
+            list(zip(prompts, continuations)),
+            lambda missing: score(self.lm, [p for p, _ in missing], [c for _, c in missing]),
+        )
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         from calib.decode import generate
 
-        missing = list(dict.fromkeys(p for p in prompts if (p, max_new_tokens) not in self.generations))
-        if missing:
+        def greedy(missing: list) -> list[str]:
+            prompts_ = [p for p, _ in missing]
             gens = generate(
-                self.lm, missing, num_samples=1, max_new_tokens=max_new_tokens, greedy=True, stop=("\n",)
+                self.lm, prompts_, num_samples=1, max_new_tokens=max_new_tokens, greedy=True, stop=("\n",)
             )
-            self.generations.update(((p, max_new_tokens), row[0]) for p, row in zip(missing, gens.texts))
-        return [self.generations[(p, max_new_tokens)] for p in prompts]
+            return [row[0] for row in gens.texts]
+
+        return _memoized(self.generations, [(p, max_new_tokens) for p in prompts], greedy)
 
 
 def chosen_estimators(cfg: RunConfig) -> dict:
