@@ -272,6 +272,10 @@ def execute_notebooks(
     return done
 
 
+def tuning_key(folder: Path) -> str:
+    return json.loads((folder / "tuning.json").read_text()).get("key", str(folder))
+
+
 def tuning_run_command(folder: Path) -> str:
     """The command a calibration-tuning run folder records (Hydra's overrides), for COMMANDS.md."""
     import yaml
@@ -391,9 +395,11 @@ def make_only(
     artifacts: Path | None,
     tuning_runs: list[Path] | None,
     invocation: str,
+    formats: str = "png,pdf",
 ) -> None:
     """Make the chosen runs and publish their CSVs (other runs' CSVs in results stay): paper scale is hours per run,
-    so the results folder can fill up one run, or one session, at a time. No notebooks run."""
+    so the results folder can fill up one run, or one session, at a time. Then the notebooks that read only these
+    runs are executed (their figures into generated); the others wait for their runs."""
     for run in chosen:
         say(ensure_run(run, scale, work, artifacts))
     main_runs = {r.name: work / "runs" / r.name for r in chosen if not r.name.startswith("tuning_")}
@@ -404,6 +410,15 @@ def make_only(
         tuning_dirs = [d for d in sorted((work / "runs").glob("tuning_*")) if finished(d)]
     publish(results, generated, scale, main_runs, stamps, tuning_dirs, invocation)
     print(f"published {', '.join([*main_runs, *(['tuning'] if tuning_dirs else [])])} into {results}")
+    made = {str(d) for d in main_runs.values()}
+    jobs = [
+        job
+        for job in notebooks(scale, work, tuning_dirs or [])
+        if all(v in made for v in job[2].values() if isinstance(v, str)) and all(job[2].values())
+    ]
+    run_keys = [s["key"] for s in stamps.values()] + [tuning_key(d) for d in tuning_dirs or []]
+    for n in execute_notebooks(jobs, work, generated, formats, run_keys):
+        print(f"notebook {n['notebook']}: " + ("current" if n["cached"] else "executed"))
 
 
 def make_figures(
@@ -427,7 +442,7 @@ def make_figures(
     tuning_dirs = tuning_runs or [work / "runs" / r.name for r in plan if r.name.startswith("tuning_")]
     jobs = notebooks(scale, work, tuning_dirs)
     run_keys = [s["key"] for s in stamps.values()]
-    run_keys += [json.loads((d / "tuning.json").read_text()).get("key", str(d)) for d in tuning_runs or []]
+    run_keys += [tuning_key(d) for d in tuning_runs or []]
     executed = execute_notebooks(jobs, work, generated, formats, run_keys, force=rerun_notebooks)
     main_runs = {r.name: work / "runs" / r.name for r in plan if not r.name.startswith("tuning_")}
     publish(

@@ -213,7 +213,8 @@ def test_stored_notebooks_are_what_build_py_writes():
 
 def test_only_publishes_its_run_and_keeps_the_other_runs_results(figures, tmp_path):
     """--only RUN (a cached run here) replaces that run's CSVs, claims and provenance row in --results and leaves
-    every other run's, so results made in separate sessions add up; claims.csv merges them all."""
+    every other run's, so results made in separate sessions add up; claims.csv merges them all. The notebooks that
+    read only that run are executed; one that needs another run too is not."""
     import shutil
 
     from paper.figures import main
@@ -224,8 +225,13 @@ def test_only_publishes_its_run_and_keeps_the_other_runs_results(figures, tmp_pa
     for p in results.glob("temperature__*"):
         p.unlink()
     (results / "temperature__calibrators.csv").write_text("a table the run no longer makes\n")
-    main(["--scale", "tiny", "--work", str(figures["work"]), "--results", str(results),
-          "--generated", str(tmp_path / "generated"), "--only", "temperature"])  # fmt: skip
+    work = tmp_path / "work"  # the fixture's runs and store, its executed notebooks left alone
+    shutil.copytree(figures["work"] / "runs", work / "runs")
+    main(["--scale", "tiny", "--work", str(work), "--artifacts", str(figures["work"] / "artifacts"),
+          "--results", str(results), "--generated", str(tmp_path / "generated"), "--only", "temperature"])  # fmt: skip
+    assert json.loads((work / "runs" / "temperature" / "paper_run.json").read_text()) == json.loads(
+        (figures["work"] / "runs" / "temperature" / "paper_run.json").read_text()
+    )  # cached, not made again
     assert {p.name: p.read_bytes() for p in results.glob("compare_smollm2__*")} == before
     assert (results / "temperature__sweep_decoding.csv").is_file()
     assert (results / "temperature__claims.csv").is_file()
@@ -239,4 +245,7 @@ def test_only_publishes_its_run_and_keeps_the_other_runs_results(figures, tmp_pa
     assert provenance["run"].is_unique and "temperature" in set(provenance["run"])
     assert provenance["commit"].str.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown").all()
     assert (tmp_path / "generated" / "table_temperature.tex").is_file()
-    assert not (tmp_path / "generated" / "temperature").exists()  # no notebook ran
+    assert sorted(p.name for p in (work / "notebooks").glob("*.ipynb")) == [
+        "02_temperature_tradeoff__temperature.ipynb"
+    ]
+    assert (tmp_path / "generated" / "temperature" / "temperature_tradeoff.png").is_file()
