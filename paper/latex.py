@@ -165,6 +165,17 @@ def tuning_table(path: Path) -> str:
     return tabular(header, lines[:-1], "ll" + "rr" * len(metrics))  # the last block ends at the bottom rule
 
 
+def runs_table(path: Path) -> str:
+    """Which run made which CSVs: the commit of calib, the day and the minutes (results may come from several
+    sessions; COMMANDS.md has the full commands)."""
+    t = pd.read_csv(path, dtype=str).fillna("")
+    rows = [
+        [tex(r["run"]), f"\\texttt{{{tex(r['commit'])}}}", tex(r["made"]), tex(r["minutes"])]
+        for _, r in t.iterrows()
+    ]
+    return tabular(["run", "calib commit", "made", "minutes"], rows, "lllr")
+
+
 def claim_sentences(claims: pd.DataFrame) -> dict[str, str]:
     out = {}
     for claim, (macro, yes, undetermined, no) in CLAIMS.items():
@@ -262,6 +273,8 @@ def write(results: str | Path, out: str | Path) -> list[Path]:
         put(f"table_{path.name.split('__')[0]}.tex", scaling_table(path))
     for path in sorted(results.glob("*__tuning_report.csv")):
         put(f"table_{path.name.split('__')[0]}.tex", tuning_table(path))
+    if (results / "runs.csv").is_file():
+        put("table_runs.tex", runs_table(results / "runs.csv"))
     claims_csv = results / "claims.csv"
     claims = pd.read_csv(claims_csv) if claims_csv.is_file() else pd.DataFrame(columns=["claim"])
     put("claims.tex", "".join(f"\\newcommand{{\\{m}}}{{{s}}}\n" for m, s in claim_sentences(claims).items()))

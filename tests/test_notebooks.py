@@ -146,6 +146,7 @@ def test_make_figures_tiny_writes_everything_and_a_rerun_computes_nothing(figure
         "table_scaling.tex",
         "table_tuning.tex",
         "table_claims.tex",
+        "table_runs.tex",
     }
     claims = (generated / "claims.tex").read_text()
     for macro in (

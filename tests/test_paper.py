@@ -112,6 +112,17 @@ def test_no_results_still_builds_the_inputs(tmp_path):
     assert (tmp_path / "gen" / "table_claims.tex").read_text().count("not measured") == len(latex.CLAIMS)
 
 
+def test_runs_table_names_each_runs_commit(tmp_path):
+    (tmp_path / "runs.csv").write_text(
+        "run,commit,made,minutes,command\ncompare_smollm2,53cc512a1b2c,2026-12-06,36.5,calib task=mixed\n"
+        "tuning/tuning_probe_250,unknown,,,calib experiment=calibration_tuning\n"
+    )
+    latex.write(tmp_path, tmp_path / "gen")
+    table = (tmp_path / "gen" / "table_runs.tex").read_text()
+    assert "compare\\_smollm2 & \\texttt{53cc512a1b2c} & 2026-12-06 & 36.5" in table
+    assert "tuning/tuning\\_probe\\_250 & \\texttt{unknown} &  & " in table
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_paper_without_latexmk_names_the_debian_packages(tmp_path):
     done = subprocess.run(
