@@ -315,9 +315,9 @@ def code_commit() -> str:
 PROVENANCE_COLUMNS = ["run", "commit", "made", "minutes", "command"]
 
 
-def record_provenance(results: Path, rows: list[dict], replace: list[str], invocation: str) -> None:
-    """results/runs.csv: one row per run whose CSVs are in results (rows for the `replace` runs, or runs starting
-    with "tuning" when replace holds "tuning", are swapped for the new rows), and COMMANDS.md rendered from it."""
+def record_provenance(results: Path, rows: list[dict], invocation: str) -> None:
+    """results/runs.csv: one row per run whose CSVs are in results (a run published again replaces its row), and
+    COMMANDS.md rendered from it."""
     import pandas as pd
 
     from calib.cache import atomic_write_text
@@ -328,7 +328,7 @@ def record_provenance(results: Path, rows: list[dict], replace: list[str], invoc
         if path.is_file()
         else pd.DataFrame(columns=PROVENANCE_COLUMNS)
     )
-    stale = old["run"].isin(replace) | (old["run"].str.startswith("tuning") & ("tuning" in replace))
+    stale = old["run"].isin([r["run"] for r in rows])
     table = pd.concat(
         [old[~stale], pd.DataFrame(rows, columns=PROVENANCE_COLUMNS).astype(str)], ignore_index=True
     )
@@ -358,11 +358,12 @@ def publish(
 ) -> None:
     """Collect these runs' CSVs and claims into results (keeping other runs' earlier ones), record how each was made,
     and rewrite the LaTeX tables from everything results holds."""
+    from calib.tuning.report import read_run
     from paper import latex
     from paper import results as collect
 
     results.mkdir(parents=True, exist_ok=True)
-    collect.collect(main_runs, results, {"tuning": tuning_dirs} if tuning_dirs else None)
+    collect.collect(main_runs, results, tuning_dirs)
     (results / "SCALE").write_text(f"{scale} scale\n")
 
     def row(name: str, stamp: dict) -> dict:
@@ -375,8 +376,8 @@ def publish(
     for d in tuning_dirs or []:
         stamp = d / "paper_run.json"
         made = json.loads(stamp.read_text()) if stamp.is_file() else {"command": tuning_run_command(d)}
-        rows.append(row(f"tuning/{d.name}", made))
-    record_provenance(results, rows, [*main_runs, *(["tuning"] if tuning_dirs else [])], invocation)
+        rows.append(row(collect.tuning_name(read_run(d)), made))
+    record_provenance(results, rows, invocation)
     latex.write(results, generated)
 
 

@@ -271,8 +271,8 @@ def write(results: str | Path, out: str | Path) -> list[Path]:
         put(f"table_{run}.tex", temperature_table(path, results / f"{run}__sweep_posthoc.csv"))
     for path in sorted(results.glob("*__accuracy.csv")):
         put(f"table_{path.name.split('__')[0]}.tex", scaling_table(path))
-    for path in sorted(results.glob("*__tuning_report.csv")):
-        put(f"table_{path.name.split('__')[0]}.tex", tuning_table(path))
+    if (results / "tuning__tuning_report.csv").is_file():  # all tuning runs merged (paper/results.py)
+        put("table_tuning.tex", tuning_table(results / "tuning__tuning_report.csv"))
     if (results / "runs.csv").is_file():
         put("table_runs.tex", runs_table(results / "runs.csv"))
     claims_csv = results / "claims.csv"

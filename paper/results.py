@@ -1,7 +1,9 @@
 """The small result CSVs the paper is built from, gathered from finished run folders (no model, nothing re-run).
 
-`collect(runs, out)` copies each run's small tables (metrics.csv, the studies' CSVs, the tuning report) into `out`
-under names `<run>__<table>.csv`, and writes `claims.csv`: for each of the mission's claims, the quantity that tests
+`collect(runs, out, tuning)` copies each run's small tables (metrics.csv, the studies' CSVs, each calibration-tuning
+run's report) into `out` under names `<run>__<table>.csv`, keeping what earlier collects wrote for other runs (paper
+scale is made a few runs per session), merges the tuning reports into `tuning__tuning_report.csv`, and writes
+`claims.csv`: for each of the mission's claims, the quantity that tests
 it with its 95% interval and whether the interval supports the claim (`supported`: yes / no / undetermined).
 Quantities come from the stored per-question tables (results.parquet) or the studies' own intervals:
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -211,14 +213,11 @@ def _replace_run_files(out: Path, name: str) -> None:
         old.unlink()
 
 
-def collect(
-    runs: Mapping[str, Path], out: str | Path, tuning: Mapping[str, list[Path]] | None = None
-) -> Path:
+def collect(runs: Mapping[str, Path], out: str | Path, tuning: Sequence[Path] | None = None) -> Path:
     """Copy each run's small tables into out, write its claims to out/<run>__claims.csv and merge every run's claims
     found in out into out/claims.csv; returns that file. Runs not given keep what an earlier collect wrote, so results
     made in separate sessions (paper scale is hours per run) add up in one folder."""
     from calib.cache import atomic_write_text
-    from calib.tuning import report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,12 +242,58 @@ def collect(
         elif (run / "metrics.csv").is_file():
             shutil.copyfile(run / "metrics.csv", out / f"{name}__metrics.csv")
             put_claims(name, main_job_claims(name, run))
-    for name, folders in (tuning or {}).items():
-        _replace_run_files(out, name)
-        table = report.gather(folders)
-        atomic_write_text(out / f"{name}__tuning_report.csv", table.to_csv(index=False, float_format="%.6g"))
-        put_claims(name, tuning_claims(name, table))
+    if tuning:
+        collect_tuning(tuning, out)
+        put_claims("tuning", tuning_claims("tuning", merge_tuning(out)))
     return merge_claims(out)
+
+
+def tuning_name(run) -> str:
+    """A calibration-tuning run's name in results: what it trained and on which questions it was evaluated."""
+    return f"tuning_{run.method}_{run.n_labels}_{run.eval_kind}"
+
+
+def collect_tuning(folders: Sequence[Path], out: Path) -> list[str]:
+    """Each calibration-tuning run's report (its tuned rows and its evaluation's baselines, with the evaluation's
+    key) into out/<tuning_name>__tuning_report.csv; returns the names. Runs of other sessions stay in out."""
+    from calib.cache import atomic_write_text
+    from calib.errors import CalibError
+    from calib.tuning import report
+
+    runs = [report.read_run(Path(f)) for f in folders]
+    names = [tuning_name(r) for r in runs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise CalibError(
+            f"paper results: more than one calibration-tuning run is {', '.join(twice)}; pass one of each"
+        )
+    for name, run in zip(names, runs):
+        _replace_run_files(out, name)
+        table = report.gather([run.folder]).assign(eval_key=run.eval_key)
+        atomic_write_text(out / f"{name}__tuning_report.csv", table.to_csv(index=False, float_format="%.6g"))
+    return names
+
+
+def merge_tuning(out: Path) -> pd.DataFrame:
+    """out/tuning__tuning_report.csv from every run's report in out: all tuned rows, each evaluation's untuned
+    baselines once. Runs evaluated differently on one kind of question (another evaluation key) are refused."""
+    from calib.cache import atomic_write_text
+    from calib.errors import CalibError
+
+    parts = [pd.read_csv(p) for p in sorted(out.glob("tuning_*__tuning_report.csv"))]
+    table = pd.concat(parts, ignore_index=True)
+    for kind, part in table.groupby("eval"):
+        if part["eval_key"].nunique() > 1:
+            raise CalibError(
+                f"paper results: the calibration-tuning runs in {out} evaluate {kind} questions differently (another "
+                "eval_limit, model or decoding); make them again with one setting (python -m paper.figures --only tuning_...)"
+            )
+    tuned = table[table["N"].notna()].sort_values(["eval", "method", "N"], kind="stable")
+    baselines = table[table["N"].isna()].drop_duplicates(["eval", "method", "metric"])
+    merged = pd.concat([tuned, baselines], ignore_index=True).drop(columns="eval_key")
+    merged["N"] = merged["N"].astype("Int64")
+    atomic_write_text(out / "tuning__tuning_report.csv", merged.to_csv(index=False, float_format="%.6g"))
+    return merged
 
 
 def merge_claims(out: str | Path) -> Path:

@@ -190,8 +190,11 @@ def test_tuning_runs_made_before_stand_in_for_the_plans_tuning_runs(figures, tmp
     assert (tmp_path / "generated" / "tuning" / "tuning_vs_labels.png").is_file()
     commands = (tmp_path / "results" / "COMMANDS.md").read_text()
     assert "Last collected by `python -m paper.figures --scale tiny --tuning-runs ...`" in commands
+    from calib.tuning.report import read_run
+    from paper.results import tuning_name
+
     for folder in made_before:
-        line = next(x for x in commands.splitlines() if x.startswith(f"| tuning/{folder.name} |"))
+        line = next(x for x in commands.splitlines() if x.startswith(f"| {tuning_name(read_run(folder))} |"))
         assert "`calib " in line and "experiment=calibration_tuning" in line
     report = pd.read_csv(tmp_path / "results" / "tuning__tuning_report.csv")
     assert report["N"].dropna().nunique() == len(made_before)
@@ -250,3 +253,26 @@ def test_only_publishes_its_run_and_keeps_the_other_runs_results(figures, tmp_pa
         "02_temperature_tradeoff__temperature.ipynb"
     ]
     assert (tmp_path / "generated" / "temperature" / "temperature_tradeoff.png").is_file()
+
+
+def test_tuning_runs_published_one_at_a_time_add_up_and_must_share_an_evaluation(figures, tmp_path):
+    """Each calibration-tuning run is published under its own name; the merged report (the tuning table, the label
+    budget claims) holds every run published so far, and runs evaluated differently are refused in one line."""
+    from calib.errors import CalibError
+    from paper import results
+
+    folders = sorted((figures["work"] / "runs").glob("tuning_*"))
+    out = tmp_path / "results"
+    for folder in folders:  # one session each
+        results.collect({}, out, [folder])
+    merged = pd.read_csv(out / "tuning__tuning_report.csv")
+    assert merged["N"].dropna().nunique() == len(folders)
+    assert merged[merged["N"].isna()].duplicated(["eval", "method", "metric"]).sum() == 0
+    claims = pd.read_csv(out / "claims.csv")
+    assert (claims["claim"] == "label_budget").sum() == len(folders)
+    with pytest.raises(CalibError, match="more than one"):
+        results.collect({}, out, [folders[0], folders[0]])
+    first = next(out.glob("tuning_*__tuning_report.csv"))
+    first.write_text(pd.read_csv(first).assign(eval_key="another evaluation").to_csv(index=False))
+    with pytest.raises(CalibError, match="evaluate closed questions differently"):
+        results.merge_tuning(out)
