@@ -405,10 +405,10 @@ def make_only(
         say(ensure_run(run, scale, work, artifacts))
     main_runs = {r.name: work / "runs" / r.name for r in chosen if not r.name.startswith("tuning_")}
     stamps = {n: json.loads((d / "paper_run.json").read_text()) for n, d in main_runs.items()}
-    tuning_dirs = tuning_runs
-    # the tuning table is one: every finished tuning_* run
-    if any(r.name.startswith("tuning_") for r in chosen):
-        tuning_dirs = [d for d in sorted((work / "runs").glob("tuning_*")) if finished(d)]
+    tuning_dirs = [
+        *(tuning_runs or []),
+        *(work / "runs" / r.name for r in chosen if r.name.startswith("tuning_")),
+    ]
     publish(results, generated, scale, main_runs, stamps, tuning_dirs, invocation)
     print(f"published {', '.join([*main_runs, *(['tuning'] if tuning_dirs else [])])} into {results}")
     made = {str(d) for d in main_runs.values()}

@@ -269,7 +269,7 @@ def collect_tuning(folders: Sequence[Path], out: Path) -> list[str]:
         )
     for name, run in zip(names, runs):
         _replace_run_files(out, name)
-        table = report.gather([run.folder]).assign(eval_key=run.eval_key)
+        table = report.gather([run.folder]).assign(run=name, eval_key=run.eval_key)  # no machine paths
         atomic_write_text(out / f"{name}__tuning_report.csv", table.to_csv(index=False, float_format="%.6g"))
     return names
 

@@ -253,6 +253,13 @@ def test_only_publishes_its_run_and_keeps_the_other_runs_results(figures, tmp_pa
         "02_temperature_tradeoff__temperature.ipynb"
     ]
     assert (tmp_path / "generated" / "temperature" / "temperature_tradeoff.png").is_file()
+    tuning_before = (results / "tuning__tuning_report.csv").read_text()
+    main(["--scale", "tiny", "--work", str(work), "--artifacts", str(figures["work"] / "artifacts"),
+          "--results", str(results), "--generated", str(tmp_path / "generated"), "--only", "tuning_probe_16"])  # fmt: skip
+    assert (
+        results / "tuning__tuning_report.csv"
+    ).read_text() == tuning_before  # the other tuning run stays in
+    assert "tuning_probe_16_closed" in set(pd.read_csv(results / "runs.csv", dtype=str)["run"])
 
 
 def test_tuning_runs_published_one_at_a_time_add_up_and_must_share_an_evaluation(figures, tmp_path):
