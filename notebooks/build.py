@@ -113,7 +113,6 @@ def bars(ax, table, metric, estimators, groups=("closed", "open_ended")):
     ax.set_title(metric.upper())
     if not np.isfinite(part["value"].to_numpy(np.float64)).any():
         undefined_note(ax, f"no {metric.upper()} on this run (e.g. every answer has the same grade)")
-    ax.legend(frameon=False)
 
 
 def hbars(ax, table, metric, estimators, groups=("closed", "open_ended"), labels=True):
@@ -376,6 +375,8 @@ with matplotlib.rc_context(STYLE):
             bars(ax, table, metric, have)
         else:
             undefined_note(ax, "the run has neither estimator")
+    if have:  # one legend below the panels, off the bars
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False)
 show(fig, "se_vs_mh_metrics")''',
             '''\
 fig, axes = figure(2, width=3.6, height=3.2)
@@ -421,6 +422,7 @@ show(fig, "se_vs_mh_reliability_open")''',
         '''\
 # Parameters: a finished `calib experiment=scaling` run folder and where figures go.
 scaling_dir = "out/runs/DATE/TIME"
+n_best = 3  # estimators drawn against compute besides MSP, semantic entropy and self-consistency: the best by AUROC
 out_dir = "out/notebooks"
 formats = "png"  # figure formats written to out_dir, comma-separated: png, pdf, svg''',
         [
@@ -438,10 +440,18 @@ points = tables.get("points", pd.DataFrame(columns=["K", "R", "group", "estimato
 accuracy = tables.get("accuracy", pd.DataFrame(columns=["K", "R", "accuracy", "accuracy_low", "accuracy_high", "flops"]))
 accuracy''',
             '''\
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
+
 METRICS = [m for m in ("auroc", "prr", "ece", "brier") if m in set(points["metric"])]
 grid = points[points["group"] == "all"].merge(accuracy[["K", "R", "flops"]], on=["K", "R"])
 grid["gflops"] = grid["flops"] / 1e9
-estimators = sorted(grid["estimator"].unique())
+# Every estimator in every panel is unreadable (45 lines): the baselines the claims name, and the best by AUROC at the
+# largest compute without revision.
+BASELINES = ["msp", "semantic_entropy", "self_consistency"]
+last = grid[(grid["metric"] == "auroc") & (grid["R"] == grid["R"].min()) & (grid["K"] == grid["K"].max())]
+best = list(last.sort_values("value", ascending=False)["estimator"].head(n_best))
+estimators = list(dict.fromkeys([e for e in BASELINES if e in set(grid["estimator"])] + best))
 passes = sorted(grid["R"].unique())
 fig, axes = figure(len(METRICS) + 1, width=3.2, height=3.0)
 with matplotlib.rc_context(STYLE):
@@ -450,10 +460,8 @@ with matplotlib.rc_context(STYLE):
         rows = rows.sort_values("flops")
         ax.errorbar(rows["flops"] / 1e9, rows["accuracy"], yerr=np.abs(np.vstack(
             [rows["accuracy"] - rows["accuracy_low"], rows["accuracy_high"] - rows["accuracy"]])),
-            marker="o", markersize=3, capsize=2, linestyle=["-", "--", ":", "-."][int(r) % 4], color="#555555",
-            label=f"R = {r}")
+            marker="o", markersize=3, capsize=2, linestyle=["-", "--", ":", "-."][int(r) % 4], color="#555555")
     ax.set(xscale="log", xlabel="GFLOPs per question", ylabel="greedy accuracy", title="accuracy")
-    ax.legend(frameon=False)
     for ax, metric in zip(axes[1:], METRICS):
         part = grid[grid["metric"] == metric]
         for i, name in enumerate(estimators):
@@ -468,7 +476,12 @@ with matplotlib.rc_context(STYLE):
         if not np.isfinite(part["value"].to_numpy(np.float64)).any():
             undefined_note(ax, f"no {metric.upper()} at any point (e.g. every answer has the same grade)")
         ax.set(xscale="log", xlabel="GFLOPs per question", ylabel=metric.upper(), title=f"{metric.upper()} vs compute")
-    axes[1].legend(frameon=False, fontsize=6)
+    for ax in axes:  # a log axis over one decade labels its minor ticks too, on top of each other
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    handles, labels = axes[1].get_legend_handles_labels() if len(axes) > 1 else ([], [])
+    handles += [Line2D([], [], color="#555555", linestyle=["-", "--", ":", "-."][int(r) % 4]) for r in passes]
+    labels += [f"R = {r}" for r in passes]
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), frameon=False)
 show(fig, "scaling_vs_compute")''',
             '''\
 adaptive = tables.get("adaptive", pd.DataFrame())
