@@ -482,8 +482,8 @@ def main(argv: list[str] | None = None) -> None:
         "--dry-run", action="store_true", help="say which runs are cached and which would run"
     )
     parser.add_argument("--only", nargs="+", metavar="RUN", help="make only these runs (names as --dry-run "
-                        "prints them), put their CSVs into --results beside the other runs' and rewrite the tables; "
-                        "no notebooks")  # fmt: skip
+                        "prints them), put their CSVs into --results beside the other runs', rewrite the tables and "
+                        "execute the notebooks that read only these runs")  # fmt: skip
     parser.add_argument("--tuning-runs", nargs="+", metavar="DIR", help="finished calibration-tuning run folders "
                         "to use instead of the tuning_* runs (e.g. a study made before; COMMANDS.md lists them)")  # fmt: skip
     parser.add_argument(
