@@ -86,7 +86,14 @@ def runs(scale: str) -> list[Run]:
         Run(
             "temperature",
             ["experiment=temperature_sweep"],
-            paper=["model=smollm2-135m-instruct", "task.limit=null"],
+            # the comparison's few-shot prompt (the preset's chat template halves greedy accuracy), so the sweep's
+            # greedy answers are the comparison's
+            paper=[
+                "model=smollm2-135m-instruct",
+                "task.limit=null",
+                "task.prompt_style=completion",
+                "task.n_shots=3",
+            ],
             tiny=[
                 "study.temperature_sweep.temperatures=[0.7,1.0,1.3]",
                 "study.temperature_sweep.max_reference_tokens=60",
