@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from calib.cache import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 MODELS = {"smollm2": "smollm2-135m-instruct", "gemma3": "gemma3-270m"}
@@ -213,7 +215,7 @@ def ensure_run(
         "commit": commit,
         "made": time.strftime("%Y-%m-%d", time.gmtime()),
     }
-    stamp.write_text(json.dumps(record, indent=1))
+    atomic_write_text(stamp, json.dumps(record, indent=1))
     return {"run": run.name, "cached": False, "seconds": record["seconds"]}
 
 
@@ -274,7 +276,7 @@ def execute_notebooks(
                 progress_bar=False,
                 cwd=str(work),
             )
-            stamp.write_text(json.dumps({"key": key}))
+            atomic_write_text(stamp, json.dumps({"key": key}))
             done.append({"notebook": f"{name}__{sub}", "cached": False})
     return done
 
@@ -327,8 +329,6 @@ def record_provenance(results: Path, rows: list[dict], invocation: str) -> None:
     COMMANDS.md rendered from it."""
     import pandas as pd
 
-    from calib.cache import atomic_write_text
-
     path = results / "runs.csv"
     old = (
         pd.read_csv(path, dtype=str).fillna("")
@@ -371,7 +371,7 @@ def publish(
 
     results.mkdir(parents=True, exist_ok=True)
     collect.collect(main_runs, results, tuning_dirs)
-    (results / "SCALE").write_text(f"{scale} scale\n")
+    atomic_write_text(results / "SCALE", f"{scale} scale\n")
 
     def row(name: str, stamp: dict) -> dict:
         minutes = f"{stamp['seconds'] / 60:.1f}" if "seconds" in stamp else ""

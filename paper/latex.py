@@ -13,42 +13,63 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
-CLAIMS = {  # claim -> (macro, what a "yes" says, what an "undetermined" says, what a "no" says)
-    "token_overconfidence": (
+from calib.cache import atomic_write_text
+
+
+class Claim(NamedTuple):
+    """One of the mission's claims as the paper words it: its LaTeX macro, its title in the summary table, and what
+    each verdict of a test says."""
+
+    macro: str
+    title: str
+    yes: str
+    undetermined: str
+    no: str
+
+
+CLAIMS = {  # the mission's claims, in its order (paper/results.py orders claims.csv by this)
+    "token_overconfidence": Claim(
         "claimTokenOverconfidence",
+        "token probabilities are overconfident",
         "the token probability is overconfident (the interval lies above 0)",
         "the interval includes 0, so this scale does not show token overconfidence",
         "the token probability is underconfident here, contrary to the claim",
     ),
-    "temperature_tradeoff": (
+    "temperature_tradeoff": Claim(
         "claimTemperature",
+        "temperature trades accuracy against calibration",
         "the interval lies above 0, supporting the trade-off",
         "the interval includes 0, so this scale does not support it",
         "the interval lies below 0, contrary to the claim",
     ),
-    "sampling_vs_token": (
+    "sampling_vs_token": Claim(
         "claimSampling",
+        "sampling-based estimators beat token baselines",
         "the sampling-based estimator discriminates better than MSP",
         "the paired interval includes 0: no difference at this scale",
         "MSP, a token baseline, discriminates better",
     ),
-    "semantic_entropy_open_ended": (
+    "semantic_entropy_open_ended": Claim(
         "claimSemanticEntropy",
+        "semantic entropy misfires on open-ended questions",
         "semantic entropy ranks open-ended answers worse than multi-hypothesis confidence, as claimed",
         "the paired interval includes 0: this scale does not show semantic entropy misfiring",
         "semantic entropy ranks open-ended answers better, contrary to the claim",
     ),
-    "revise_calibration": (
+    "revise_calibration": Claim(
         "claimRevise",
+        "revising changes calibration",
         "one revision pass lowers ECE",
         "the paired interval includes 0: no change at this scale",
         "one revision pass raises ECE: calibration changes, for the worse",
     ),
-    "label_budget": (
+    "label_budget": Claim(
         "claimLabelBudget",
+        "calibration-tuning pays off within a small label budget",
         "the tuned estimator beats untuned P(True)",
         "the paired interval includes 0: no gain over untuned P(True) at this N",
         "untuned P(True) is better",
@@ -178,7 +199,7 @@ def runs_table(path: Path) -> str:
 
 def claim_sentences(claims: pd.DataFrame) -> dict[str, str]:
     out = {}
-    for claim, (macro, yes, undetermined, no) in CLAIMS.items():
+    for claim, (macro, _, yes, undetermined, no) in CLAIMS.items():
         part = claims[claims["claim"] == claim]
         if part.empty:
             out[macro] = "Not measured: the results hold no run for this claim."
@@ -216,16 +237,6 @@ def claim_table(part: pd.DataFrame, verdicts: dict[str, str]) -> str:
             f"\\begin{{center}}\\scriptsize\n{table}\\end{{center}}")  # fmt: skip
 
 
-CLAIM_TITLES = {
-    "token_overconfidence": "token probabilities are overconfident",
-    "temperature_tradeoff": "temperature trades accuracy against calibration",
-    "sampling_vs_token": "sampling-based estimators beat token baselines",
-    "semantic_entropy_open_ended": "semantic entropy misfires on open-ended questions",
-    "revise_calibration": "revising changes calibration",
-    "label_budget": "calibration-tuning pays off within a small label budget",
-}
-
-
 def overall_verdict(verdicts: list[str]) -> str:
     """One word for a claim from its tests' verdicts: all 'yes' -> supported; none -> not measured."""
     if not verdicts:
@@ -246,11 +257,11 @@ def overall_verdict(verdicts: list[str]) -> str:
 def summary_table(claims: pd.DataFrame) -> str:
     """The mission's claims, one row each: how many tests, how they came out, and the verdict in one word."""
     rows = []
-    for claim, title in CLAIM_TITLES.items():
+    for claim, c in CLAIMS.items():
         verdicts = [str(v) for v in claims.loc[claims["claim"] == claim, "supported"]] if len(claims) else []
         counts = pd.Series(verdicts, dtype=str).value_counts()
         detail = ", ".join(f"{n} {v}" for v, n in counts.items()) or "--"
-        rows.append([tex(title), f"{len(verdicts)}", tex(detail), overall_verdict(verdicts)])
+        rows.append([tex(c.title), f"{len(verdicts)}", tex(detail), overall_verdict(verdicts)])
     return tabular(["claim", "tests", "verdicts of the tests", "at this scale"], rows, "lrll")
 
 
@@ -261,7 +272,7 @@ def write(results: str | Path, out: str | Path) -> list[Path]:
     written = []
 
     def put(name: str, text: str) -> None:
-        (out / name).write_text(text)
+        atomic_write_text(out / name, text)
         written.append(out / name)
 
     for path in sorted(results.glob("*__metrics.csv")):

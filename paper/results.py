@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from calib.cache import atomic_write_bytes, atomic_write_text
+from calib.errors import CalibError
+from paper.latex import CLAIMS
 
 N_RESAMPLES = 1000
 NEGLIGIBLE = 5e-4  # an interval inside (-NEGLIGIBLE, NEGLIGIBLE) supports no direction: "negligible"
@@ -41,14 +44,7 @@ STUDY_TABLES = {
     "temperature_sweep": ("sweep_decoding.csv", "sweep_posthoc.csv", "calibrators.csv"),
     "scaling": ("accuracy.csv", "differences.csv", "adaptive.csv", "transitions.csv"),
 }
-CLAIM_ORDER = (
-    "token_overconfidence",
-    "temperature_tradeoff",
-    "sampling_vs_token",
-    "semantic_entropy_open_ended",
-    "revise_calibration",
-    "label_budget",
-)
+CLAIM_ORDER = tuple(CLAIMS)  # the mission's order, as the paper words the claims
 CLAIM_COLUMNS = ["claim", "run", "quantity", "value", "low", "high", "n", "supported", "direction"]
 
 
@@ -217,7 +213,6 @@ def collect(runs: Mapping[str, Path], out: str | Path, tuning: Sequence[Path] | 
     """Copy each run's small tables into out, write its claims to out/<run>__claims.csv and merge every run's claims
     found in out into out/claims.csv; returns that file. Runs not given keep what an earlier collect wrote, so results
     made in separate sessions (paper scale is hours per run) add up in one folder."""
-    from calib.cache import atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,13 +229,13 @@ def collect(runs: Mapping[str, Path], out: str | Path, tuning: Sequence[Path] | 
         if study in STUDY_TABLES:
             for table in STUDY_TABLES[study]:
                 if (run / table).is_file():
-                    shutil.copyfile(run / table, out / f"{name}__{table}")
+                    atomic_write_bytes(out / f"{name}__{table}", (run / table).read_bytes())
             put_claims(
                 name,
                 temperature_claims(name, run) if study == "temperature_sweep" else scaling_claims(name, run),
             )
         elif (run / "metrics.csv").is_file():
-            shutil.copyfile(run / "metrics.csv", out / f"{name}__metrics.csv")
+            atomic_write_bytes(out / f"{name}__metrics.csv", (run / "metrics.csv").read_bytes())
             put_claims(name, main_job_claims(name, run))
     if tuning:
         collect_tuning(tuning, out)
@@ -256,8 +251,6 @@ def tuning_name(run) -> str:
 def collect_tuning(folders: Sequence[Path], out: Path) -> list[str]:
     """Each calibration-tuning run's report (its tuned rows and its evaluation's baselines, with the evaluation's
     key) into out/<tuning_name>__tuning_report.csv; returns the names. Runs of other sessions stay in out."""
-    from calib.cache import atomic_write_text
-    from calib.errors import CalibError
     from calib.tuning import report
 
     runs = [report.read_run(Path(f)) for f in folders]
@@ -277,8 +270,6 @@ def collect_tuning(folders: Sequence[Path], out: Path) -> list[str]:
 def merge_tuning(out: Path) -> pd.DataFrame:
     """out/tuning__tuning_report.csv from every run's report in out: all tuned rows, each evaluation's untuned
     baselines once. Runs evaluated differently on one kind of question (another evaluation key) are refused."""
-    from calib.cache import atomic_write_text
-    from calib.errors import CalibError
 
     parts = [pd.read_csv(p) for p in sorted(out.glob("tuning_*__tuning_report.csv"))]
     table = pd.concat(parts, ignore_index=True)
@@ -298,7 +289,6 @@ def merge_tuning(out: Path) -> pd.DataFrame:
 
 def merge_claims(out: str | Path) -> Path:
     """out/claims.csv: the claims of every run collected into out (its *__claims.csv), in the mission's order."""
-    from calib.cache import atomic_write_text
 
     out = Path(out)
     parts = [pd.read_csv(p) for p in sorted(out.glob("*__claims.csv"))]
