@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from calib.cache import writing
 from calib.errors import CalibError
@@ -194,6 +195,35 @@ def undefined_note(ax: Axes, why: str) -> None:
         color=NEUTRAL,
         bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": NEUTRAL, "alpha": 0.9},
     )
+
+
+def log_x_at_values(ax: Axes, values: Any, max_ticks: int = 6) -> None:
+    """Log x axis ticked at the values drawn (e.g. compute per question), at most max_ticks of them and none closer
+    than 1/max_ticks of the axis to the next, the smallest and largest always: a grid that spans less than a
+    decade has no major log tick, so the default locator would leave the axis unlabelled, and its minor labels
+    overlap."""
+    ax.set_xscale("log")
+    v = np.asarray(values, np.float64)
+    logs = np.log10(np.unique(v[np.isfinite(v) & (v > 0)]))
+    if not logs.size:
+        return
+    gap = (logs[-1] - logs[0]) / max_ticks
+    kept = [logs[0]]
+    for x in logs[1:]:
+        if x - kept[-1] >= max(gap, 1e-12):
+            kept.append(x)
+    if len(kept) > 1 and logs[-1] - kept[-1] < gap:
+        kept[-1] = logs[-1]  # the largest value beats its near neighbour
+    elif kept[-1] != logs[-1]:
+        kept.append(logs[-1])
+    kept = np.asarray(kept)
+    if kept.size > max_ticks:
+        kept = kept[np.unique(np.round(np.linspace(0, kept.size - 1, max_ticks)).astype(int))]
+    ticks = 10.0**kept
+    labels = [f"{t:.3g}" for t in ticks]
+    ax.set_xticks(ticks, labels, rotation=30 if len("".join(labels)) > 12 else 0)
+    ax.set_xlim(10.0 ** logs[0] / 1.15, 10.0 ** logs[-1] * 1.15)
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def roc_points(confidence: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -441,7 +441,8 @@ accuracy = tables.get("accuracy", pd.DataFrame(columns=["K", "R", "accuracy", "a
 accuracy''',
             '''\
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter
+
+from calib.plots import log_x_at_values
 
 METRICS = [m for m in ("auroc", "prr", "ece", "brier") if m in set(points["metric"])]
 grid = points[points["group"] == "all"].merge(accuracy[["K", "R", "flops"]], on=["K", "R"])
@@ -453,7 +454,10 @@ last = grid[(grid["metric"] == "auroc") & (grid["R"] == grid["R"].min()) & (grid
 best = list(last.sort_values("value", ascending=False)["estimator"].head(n_best))
 estimators = list(dict.fromkeys([e for e in BASELINES if e in set(grid["estimator"])] + best))
 passes = sorted(grid["R"].unique())
-fig, axes = figure(len(METRICS) + 1, width=3.2, height=3.0)
+panels = len(METRICS) + 1  # accuracy, then one per metric, three to a row: five in one row are too small on a page
+ncols = min(panels, 3)
+fig, axes = figure(ncols, nrows=-(-panels // ncols), width=3.2, height=2.8)
+spare, axes = axes[panels:], axes[:panels]
 with matplotlib.rc_context(STYLE):
     ax = axes[0]
     for r, rows in accuracy.groupby("R"):
@@ -461,7 +465,7 @@ with matplotlib.rc_context(STYLE):
         ax.errorbar(rows["flops"] / 1e9, rows["accuracy"], yerr=np.abs(np.vstack(
             [rows["accuracy"] - rows["accuracy_low"], rows["accuracy_high"] - rows["accuracy"]])),
             marker="o", markersize=3, capsize=2, linestyle=["-", "--", ":", "-."][int(r) % 4], color="#555555")
-    ax.set(xscale="log", xlabel="GFLOPs per question", ylabel="greedy accuracy", title="accuracy")
+    ax.set(xlabel="GFLOPs per question", ylabel="greedy accuracy", title="accuracy")
     for ax, metric in zip(axes[1:], METRICS):
         part = grid[grid["metric"] == metric]
         for i, name in enumerate(estimators):
@@ -475,13 +479,18 @@ with matplotlib.rc_context(STYLE):
                 labelled = True
         if not np.isfinite(part["value"].to_numpy(np.float64)).any():
             undefined_note(ax, f"no {metric.upper()} at any point (e.g. every answer has the same grade)")
-        ax.set(xscale="log", xlabel="GFLOPs per question", ylabel=metric.upper(), title=f"{metric.upper()} vs compute")
-    for ax in axes:  # a log axis over one decade labels its minor ticks too, on top of each other
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set(xlabel="GFLOPs per question", ylabel=metric.upper(), title=f"{metric.upper()} vs compute")
+    for ax in axes:  # every compute point labelled (a log axis within one decade has no major tick to label)
+        log_x_at_values(ax, accuracy["flops"] / 1e9)
     handles, labels = axes[1].get_legend_handles_labels() if len(axes) > 1 else ([], [])
     handles += [Line2D([], [], color="#555555", linestyle=["-", "--", ":", "-."][int(r) % 4]) for r in passes]
     labels += [f"R = {r}" for r in passes]
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), frameon=False)
+    for ax in spare:
+        ax.set_axis_off()
+    if len(spare):  # the legend fills the empty slot of the grid
+        spare[0].legend(handles, labels, loc="center", frameon=False)
+    else:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), frameon=False)
 show(fig, "scaling_vs_compute")''',
             '''\
 adaptive = tables.get("adaptive", pd.DataFrame())
@@ -493,14 +502,17 @@ with matplotlib.rc_context(STYLE):
             undefined_note(ax, "no adaptive-revision rows in this run")
     else:
         display(adaptive)
+        gates = list(dict.fromkeys(adaptive["gate"]))
         for i, ((gate, k), rows) in enumerate(adaptive.groupby(["gate", "K"])):
             rows = rows.sort_values("fraction")
-            color = COLORS[i % len(COLORS)]
+            # two gates that revise the same answers draw the same curve: marker and line style tell them apart
+            style = dict(color=COLORS[i % len(COLORS)], marker="osD^v"[gates.index(gate) % 5],
+                         linestyle=["-", "--", ":", "-."][gates.index(gate) % 4], markersize=4, fillstyle="none",
+                         label=f"gate {gate}, K = {k}")
             axes[0].errorbar(rows["flops"] / 1e9, rows["accuracy"], yerr=np.abs(np.vstack(
                 [rows["accuracy"] - rows["accuracy_low"], rows["accuracy_high"] - rows["accuracy"]])),
-                marker="o", markersize=3, capsize=2, color=color, label=f"gate {gate}, K = {k}")
-            axes[1].plot(rows["fraction"], rows["compute_saved"], marker="o", markersize=3, color=color,
-                         label=f"gate {gate}, K = {k}")
+                capsize=2, **style)
+            axes[1].plot(rows["fraction"], rows["compute_saved"], **style)
         axes[0].set(xlabel="GFLOPs per question", ylabel="accuracy", title="adaptive revision: accuracy vs compute")
         axes[1].set(xlabel="share of questions revised", ylabel="share of revision compute saved",
                     title="compute saved")

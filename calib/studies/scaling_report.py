@@ -22,12 +22,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 
 from calib.cache import atomic_write_text
 from calib.pipeline.evaluate import METRICS
 from calib.pipeline.store import write_table
-from calib.plots import COLORS, STYLE, save_figure, undefined_note
+from calib.plots import COLORS, STYLE, log_x_at_values, save_figure, undefined_note
 from calib.studies.scaling_tables import family_of
 
 LINESTYLES = ("-", "--", ":", "-.")
@@ -37,19 +36,6 @@ def _figure(ncols: int, nrows: int = 1, width: float = 3.2, height: float = 2.8)
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).reshape(-1)
-
-
-def _log_x(ax, values) -> None:
-    """Log x axis ticked at the compute values drawn (at most 6 of them, spread evenly in log space): a grid that
-    spans less than a decade has no major log tick, so the default locator leaves the axis unlabelled."""
-    ax.set_xscale("log")
-    ticks = np.unique(np.asarray(values, np.float64)[np.isfinite(values) & (np.asarray(values) > 0)])
-    if ticks.size > 6:
-        ticks = ticks[np.unique(np.round(np.linspace(0, ticks.size - 1, 6)).astype(int))]
-    if ticks.size:
-        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks], rotation=30 if ticks.size > 3 else 0)
-        ax.set_xlim(ticks[0] / 1.15, ticks[-1] * 1.15)
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
 
 
 def metric_vs_compute(points: pd.DataFrame, accuracy: pd.DataFrame, metric: str) -> Figure:
@@ -81,7 +67,7 @@ def metric_vs_compute(points: pd.DataFrame, accuracy: pd.DataFrame, metric: str)
                         color=COLORS[i % len(COLORS)],
                         label=None if j else name,
                     )
-            _log_x(ax, part["gflops"])
+            log_x_at_values(ax, part["gflops"])
             ax.set(xlabel="GFLOPs per question", ylabel=METRICS[metric].label, title=family)
             values = part[part["estimator"].isin(members)]["value"]
             if values.notna().any():
@@ -181,7 +167,7 @@ def adaptive_figure(adaptive: pd.DataFrame, accuracy: pd.DataFrame) -> Figure:
             color="#555555",
             label="every question, R passes",
         )
-        _log_x(ax, np.r_[adaptive["flops"], uniform["flops"]] / 1e9)
+        log_x_at_values(ax, np.r_[adaptive["flops"], uniform["flops"]] / 1e9)
         ax.set(xlabel="GFLOPs per question", ylabel="accuracy", title="Adaptive revision (0 to 100% revised)")
         ax.legend(frameon=False, fontsize=6)
     return fig
