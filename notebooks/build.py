@@ -560,11 +560,13 @@ with matplotlib.rc_context(STYLE):
             axes[0].plot(rows["T"], rows["ece"], "-", marker="o", markersize=3, color=COLORS[i],
                          label=f"answer ECE ({mode})")
             axes[0].fill_between(rows["T"], rows["ece_low"], rows["ece_high"], color=COLORS[i], alpha=0.12)
-            axes[0].plot(rows["T"], rows["full_ece"], "--", marker="s", markersize=3, color=COLORS[i],
-                         label=f"Full-ECE ({mode})")
             axes[1].scatter(rows["full_ece"], rows["ece"], color=COLORS[i], s=16, label=mode)
             for t, x, y in zip(rows["T"], rows["full_ece"], rows["ece"]):
                 axes[1].annotate(f"T={t:g}", (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        # Full-ECE is measured on the reference answers, so it is one curve whichever answers are graded
+        full = rows_model.groupby("T")["full_ece"].first()
+        axes[0].plot(full.index, full.to_numpy(), "--", marker="s", markersize=3, color="#555555",
+                     label="Full-ECE (reference answers)")
         axes[0].set(xlabel="temperature T", ylabel="calibration error", title="Full-ECE and answer ECE vs T")
         axes[1].set(xlabel="Full-ECE (token level)", ylabel="answer-level ECE", title="do they rank T alike?")
         for ax in axes:

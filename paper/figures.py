@@ -394,6 +394,17 @@ def say(record: dict) -> dict:
     return record
 
 
+def _inputs(params: dict) -> list[str]:
+    """The run folders a notebook job reads (its parameters are run folders or lists of them)."""
+    return [str(p) for v in params.values() for p in (v if isinstance(v, list) else [v])]
+
+
+def _run_key(folder: Path) -> str:
+    """What identifies a finished run for the notebooks that read it: its paper_run.json key, or its tuning key."""
+    stamp = folder / "paper_run.json"
+    return json.loads(stamp.read_text())["key"] if stamp.is_file() else tuning_key(folder)
+
+
 def make_only(
     chosen: list[Run],
     scale: str,
@@ -406,8 +417,9 @@ def make_only(
     formats: str = "png,pdf",
 ) -> None:
     """Make the chosen runs and publish their CSVs (other runs' CSVs in results stay): paper scale is hours per run,
-    so the results folder can fill up one run, or one session, at a time. Then the notebooks that read only these
-    runs are executed (their figures into generated); the others wait for their runs."""
+    so the results folder can fill up one run, or one session, at a time. Then the notebooks that read these runs
+    are executed (their figures into generated) where every other run they read is finished in work; the others wait
+    for their runs."""
     for run in chosen:
         say(ensure_run(run, scale, work, artifacts))
     main_runs = {r.name: work / "runs" / r.name for r in chosen if not r.name.startswith("tuning_")}
@@ -418,13 +430,17 @@ def make_only(
     ]
     publish(results, generated, scale, main_runs, stamps, tuning_dirs, invocation)
     print(f"published {', '.join([*main_runs, *(['tuning'] if tuning_dirs else [])])} into {results}")
-    made = {str(d) for d in main_runs.values()}
+    made = {str(d) for d in [*main_runs.values(), *tuning_dirs]}
+    earlier = [d for d in sorted((work / "runs").glob("*")) if str(d) not in made and finished(d)]
+    ready = made | {str(d) for d in earlier}  # runs an earlier --only left in work count as inputs too
+    tuning_all = [*tuning_dirs, *(d for d in earlier if d.name.startswith("tuning_"))]
     jobs = [
         job
-        for job in notebooks(scale, work, tuning_dirs or [])
-        if all(v in made for v in job[2].values() if isinstance(v, str)) and all(job[2].values())
+        for job in notebooks(scale, work, tuning_all)
+        if all(job[2].values()) and set(_inputs(job[2])) <= ready and set(_inputs(job[2])) & made
     ]
-    run_keys = [s["key"] for s in stamps.values()] + [tuning_key(d) for d in tuning_dirs or []]
+    run_keys = [s["key"] for s in stamps.values()] + [tuning_key(d) for d in tuning_dirs]
+    run_keys += [_run_key(d) for d in earlier]
     for n in execute_notebooks(jobs, work, generated, formats, run_keys):
         print(f"notebook {n['notebook']}: " + ("current" if n["cached"] else "executed"))
 

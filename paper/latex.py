@@ -125,12 +125,13 @@ def metrics_table(path: Path) -> str:
 
 
 def temperature_table(decoding: Path, posthoc: Path) -> str:
+    """Accuracy and ECE (model MSP) per mode and T; n: the answers with a confidence (an empty one has none)."""
     parts = [pd.read_csv(decoding).assign(mode="decoding"), pd.read_csv(posthoc).assign(mode="post-hoc")]
     t = pd.concat(parts, ignore_index=True)
     t = t[t["confidence"] == "model"] if "confidence" in t else t
-    rows = [[r["mode"], f"{r['T']:g}", cell(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
+    rows = [[r["mode"], f"{r['T']:g}", f"{int(r['n'])}", cell(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
              cell(r["ece"], r["ece_low"], r["ece_high"])] for _, r in t.sort_values(["mode", "T"]).iterrows()]  # fmt: skip
-    return tabular(["mode", "$T$", "accuracy", "ECE"], rows, "lrrr")
+    return tabular(["mode", "$T$", "$n$", "accuracy", "ECE"], rows, "lrrrr")
 
 
 def scaling_table(path: Path) -> str:

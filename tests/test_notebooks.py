@@ -218,7 +218,8 @@ def test_stored_notebooks_are_what_build_py_writes():
 def test_only_publishes_its_run_and_keeps_the_other_runs_results(figures, tmp_path):
     """--only RUN (a cached run here) replaces that run's CSVs, claims and provenance row in --results and leaves
     every other run's, so results made in separate sessions add up; claims.csv merges them all. The notebooks that
-    read only that run are executed; one that needs another run too is not."""
+    read that run are executed where every other run they read is in work; one that needs a missing run is not, until
+    that run is there."""
     import shutil
 
     from paper.figures import main
@@ -231,6 +232,7 @@ def test_only_publishes_its_run_and_keeps_the_other_runs_results(figures, tmp_pa
     (results / "temperature__calibrators.csv").write_text("a table the run no longer makes\n")
     work = tmp_path / "work"  # the fixture's runs and store, its executed notebooks left alone
     shutil.copytree(figures["work"] / "runs", work / "runs")
+    shutil.rmtree(work / "runs" / "compare_smollm2")  # made in another session: notebook 6 reads it too
     main(["--scale", "tiny", "--work", str(work), "--artifacts", str(figures["work"] / "artifacts"),
           "--results", str(results), "--generated", str(tmp_path / "generated"), "--only", "temperature"])  # fmt: skip
     assert json.loads((work / "runs" / "temperature" / "paper_run.json").read_text()) == json.loads(
@@ -253,6 +255,14 @@ def test_only_publishes_its_run_and_keeps_the_other_runs_results(figures, tmp_pa
         "02_temperature_tradeoff__temperature.ipynb"
     ]
     assert (tmp_path / "generated" / "temperature" / "temperature_tradeoff.png").is_file()
+    shutil.copytree(figures["work"] / "runs" / "compare_smollm2", work / "runs" / "compare_smollm2")
+    main(["--scale", "tiny", "--work", str(work), "--artifacts", str(figures["work"] / "artifacts"),
+          "--results", str(results), "--generated", str(tmp_path / "generated"), "--only", "temperature"])  # fmt: skip
+    assert sorted(p.name for p in (work / "notebooks").glob("*.ipynb")) == [
+        "02_temperature_tradeoff__temperature.ipynb",
+        "06_full_ece_vs_answer_ece__full_ece.ipynb",
+    ]  # the other run is in work now
+    assert (tmp_path / "generated" / "full_ece" / "full_ece_vs_answer_ece.png").is_file()
     tuning_before = (results / "tuning__tuning_report.csv").read_text()
     main(["--scale", "tiny", "--work", str(work), "--artifacts", str(figures["work"] / "artifacts"),
           "--results", str(results), "--generated", str(tmp_path / "generated"), "--only", "tuning_probe_16"])  # fmt: skip
