@@ -213,7 +213,6 @@ def collect(runs: Mapping[str, Path], out: str | Path, tuning: Sequence[Path] | 
     """Copy each run's small tables into out, write its claims to out/<run>__claims.csv and merge every run's claims
     found in out into out/claims.csv; returns that file. Runs not given keep what an earlier collect wrote, so results
     made in separate sessions (paper scale is hours per run) add up in one folder."""
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -270,7 +269,6 @@ def collect_tuning(folders: Sequence[Path], out: Path) -> list[str]:
 def merge_tuning(out: Path) -> pd.DataFrame:
     """out/tuning__tuning_report.csv from every run's report in out: all tuned rows, each evaluation's untuned
     baselines once. Runs evaluated differently on one kind of question (another evaluation key) are refused."""
-
     parts = [pd.read_csv(p) for p in sorted(out.glob("tuning_*__tuning_report.csv"))]
     table = pd.concat(parts, ignore_index=True)
     for kind, part in table.groupby("eval"):
@@ -289,7 +287,6 @@ def merge_tuning(out: Path) -> pd.DataFrame:
 
 def merge_claims(out: str | Path) -> Path:
     """out/claims.csv: the claims of every run collected into out (its *__claims.csv), in the mission's order."""
-
     out = Path(out)
     parts = [pd.read_csv(p) for p in sorted(out.glob("*__claims.csv"))]
     parts = [p for p in parts if len(p)]
