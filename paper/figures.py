@@ -415,6 +415,7 @@ def make_only(
     tuning_runs: list[Path] | None,
     invocation: str,
     formats: str = "png,pdf",
+    rerun_notebooks: bool = False,
 ) -> None:
     """Make the chosen runs and publish their CSVs (other runs' CSVs in results stay): paper scale is hours per run,
     so the results folder can fill up one run, or one session, at a time. Then the notebooks that read these runs
@@ -441,7 +442,7 @@ def make_only(
     ]
     run_keys = [s["key"] for s in stamps.values()] + [tuning_key(d) for d in tuning_dirs]
     run_keys += [_run_key(d) for d in earlier]
-    for n in execute_notebooks(jobs, work, generated, formats, run_keys):
+    for n in execute_notebooks(jobs, work, generated, formats, run_keys, force=rerun_notebooks):
         print(f"notebook {n['notebook']}: " + ("current" if n["cached"] else "executed"))
 
 
@@ -506,13 +507,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--only", nargs="+", metavar="RUN", help="make only these runs (names as --dry-run "
                         "prints them), put their CSVs into --results beside the other runs', rewrite the tables and "
-                        "execute the notebooks that read only these runs")  # fmt: skip
+                        "execute the notebooks that read them once every other run they read is in --work")  # fmt: skip
     parser.add_argument("--tuning-runs", nargs="+", metavar="DIR", help="finished calibration-tuning run folders "
                         "to use instead of the tuning_* runs (e.g. a study made before; COMMANDS.md lists them)")  # fmt: skip
     parser.add_argument(
         "--rerun-notebooks",
         action="store_true",
-        help="execute every notebook even when its inputs are unchanged",
+        help="execute every notebook (with --only: every notebook it would execute) even when its inputs are unchanged",
     )
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
@@ -542,6 +543,7 @@ def main(argv: list[str] | None = None) -> None:
             artifacts,
             tuning_runs,
             " ".join(["python -m paper.figures", *(sys.argv[1:] if argv is None else argv)]),
+            rerun_notebooks=args.rerun_notebooks,
         )
         return
     if args.dry_run:
