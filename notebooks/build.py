@@ -101,37 +101,44 @@ def grouped_metrics(run, estimators, n_resamples=200):
 def bars(ax, table, metric, estimators, groups=("closed", "open_ended")):
     """Grouped bars with interval whiskers; a panel with no defined value says why on the axes."""
     part = table[table["metric"] == metric]
+    some = np.isfinite(part["value"].to_numpy(np.float64)).any()  # else one note for the whole panel
     width = 0.8 / len(groups)
     x = np.arange(len(estimators))
     for j, group in enumerate(groups):
         rows = part[part["group"] == group].set_index("estimator").reindex(estimators)
         v = rows["value"].to_numpy(np.float64)
         err = np.abs(np.vstack([v - rows["low"].to_numpy(np.float64), rows["high"].to_numpy(np.float64) - v]))
-        ax.bar(x + (j - (len(groups) - 1) / 2) * width, np.nan_to_num(v), width, color=COLORS[j],
-               yerr=np.nan_to_num(err), capsize=2, label=group.replace("_", "-"), alpha=0.85)
+        at = x + (j - (len(groups) - 1) / 2) * width
+        ax.bar(at, np.nan_to_num(v), width, color=COLORS[j], yerr=np.nan_to_num(err), capsize=2,
+               label=group.replace("_", "-"), alpha=0.85)
+        for col in np.flatnonzero(~np.isfinite(v)) if some else []:  # no value is not a value of 0
+            ax.text(at[col], 0, " undefined", va="bottom", ha="center", rotation=90, fontsize=5, color="#555555")
     ax.set_xticks(x, estimators, rotation=35, ha="right")
     ax.set_title(metric.upper())
-    if not np.isfinite(part["value"].to_numpy(np.float64)).any():
+    if not some:
         undefined_note(ax, f"no {metric.upper()} on this run (e.g. every answer has the same grade)")
 
 
 def hbars(ax, table, metric, estimators, groups=("closed", "open_ended"), labels=True):
     """bars() turned sideways, for many estimators: one row each (top to bottom in the given order)."""
     part = table[table["metric"] == metric]
+    some = np.isfinite(part["value"].to_numpy(np.float64)).any()  # else one note for the whole panel
     height = 0.8 / len(groups)
     y = np.arange(len(estimators))[::-1]
     for j, group in enumerate(groups):
         rows = part[part["group"] == group].set_index("estimator").reindex(estimators)
         v = rows["value"].to_numpy(np.float64)
         err = np.abs(np.vstack([v - rows["low"].to_numpy(np.float64), rows["high"].to_numpy(np.float64) - v]))
-        ax.barh(y - (j - (len(groups) - 1) / 2) * height, np.nan_to_num(v), height, color=COLORS[j],
-                xerr=np.nan_to_num(err), capsize=1.5, label=group.replace("_", "-"), alpha=0.85,
-                error_kw=dict(lw=0.6))
+        at = y - (j - (len(groups) - 1) / 2) * height
+        ax.barh(at, np.nan_to_num(v), height, color=COLORS[j], xerr=np.nan_to_num(err), capsize=1.5,
+                label=group.replace("_", "-"), alpha=0.85, error_kw=dict(lw=0.6))
+        for row in np.flatnonzero(~np.isfinite(v)) if some else []:  # no value is not a value of 0
+            ax.text(0, at[row], " undefined", va="center", ha="left", fontsize=5, color="#555555")
     ax.set_yticks(y, estimators if labels else [""] * len(estimators))
     ax.set_ylim(-0.6, len(estimators) - 0.4)
     ax.set_title(metric.upper())
     ax.grid(axis="x", alpha=0.3)
-    if not np.isfinite(part["value"].to_numpy(np.float64)).any():
+    if not some:
         undefined_note(ax, f"no {metric.upper()} on this run (e.g. every answer has the same grade)")
 '''
 
