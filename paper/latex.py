@@ -230,10 +230,15 @@ def claim_table(part: pd.DataFrame, verdicts: dict[str, str]) -> str:
     """Many tests of one claim (e.g. every method x N x question kind): a count of verdicts, then one row each."""
     counts = part["supported"].astype(str).value_counts()
     said = [f"{n} {'says' if n == 1 else 'say'} that {verdicts[v]}" for v, n in counts.items()]
-    runs = ", ".join(f"\\texttt{{{tex(r)}}}" for r in dict.fromkeys(part["run"]))
+    names = list(dict.fromkeys(part["run"]))
+    runs = ", ".join(f"\\texttt{{{tex(r)}}}" for r in names)
     rows = [[tex(r["quantity"]), cell(r["value"], r["low"], r["high"], sign=True), f"{int(r['n'])}",
              tex(r["supported"])] for _, r in part.iterrows()]  # fmt: skip
-    table = tabular(["paired difference", "value [95\\% interval]", "$n$", "supported"], rows, "lrrl")
+    header, align = ["paired difference", "value [95\\% interval]", "$n$", "supported"], "lrrl"
+    if len(names) > 1:  # which run (model) each row is
+        rows = [[f"\\texttt{{{tex(r)}}}", *row] for r, row in zip(part["run"], rows)]
+        header, align = ["run", *header], "l" + align
+    table = tabular(header, rows, align)
     return (f"Of {len(part)} paired comparisons on {runs}, " + "; ".join(said) + ".\n"
             f"\\begin{{center}}\\scriptsize\n{table}\\end{{center}}")  # fmt: skip
 

@@ -209,6 +209,23 @@ def test_a_claim_tested_many_times_reads_as_a_count_and_a_table(tmp_path):
     assert "Of 5 paired comparisons on \\texttt{tuning}, 3 say that the tuned estimator beats" in text
     assert "2 say that the paired interval includes 0" in text
     assert text.count("AUROC probe N=") == 5 and "\\begin{tabular}" in text
+    assert "run &" not in text  # one run: no run column
+
+
+def test_a_claim_table_over_several_runs_names_each_rows_run(tmp_path):
+    """Tests of one claim from two models' runs: each row says which run it is (the quantities read alike)."""
+    claims = pd.DataFrame(
+        [
+            results._row("sampling_vs_token", run, f"AUROC {e} - AUROC msp", (-0.02, -0.05, 0.01), 709, ">0")
+            for run in ("compare_a", "compare_b")
+            for e in ("semantic_entropy", "self_consistency")
+        ]
+    )
+    claims.to_csv(tmp_path / "claims.csv", index=False)
+    latex.write(tmp_path, tmp_path / "gen")
+    text = (tmp_path / "gen" / "claims.tex").read_text()
+    rows = [line for line in text.splitlines() if line.endswith("\\\\") and "AUROC" in line]
+    assert [r.split(" & ")[0] for r in rows] == ["\\texttt{compare\\_a}"] * 2 + ["\\texttt{compare\\_b}"] * 2
 
 
 def test_tuning_table_has_a_row_per_method_and_n_and_a_block_per_question_kind(tmp_path):
