@@ -111,17 +111,21 @@ def tabular(header: list[str], rows: list[list[str] | str], align: str) -> str:
 
 
 def metrics_table(path: Path) -> str:
-    """Estimator rows (best AUROC first), AUROC / PRR / ECE / Brier with intervals, all questions."""
+    """Estimator rows (best AUROC first), AUROC / PRR / ECE / Brier with intervals, all questions; n: the questions
+    the estimator gave a confidence for (a parser that reads few answers shows here, not only in a wide interval)."""
     t = pd.read_csv(path)
     t = t[t["group"] == "all"]
     metrics = [m for m in ("auroc", "prr", "ece", "brier") if m in t.columns]
     if "auroc" in t:
         t = t.sort_values("auroc", ascending=False, na_position="last")
+    counts = ["n"] if "n" in t else []
     rows = [
-        [tex(r["estimator"]), *(cell(r[m], r[f"{m}_low"], r[f"{m}_high"]) for m in metrics)]
+        [tex(r["estimator"]), *(f"{int(r[c])}" for c in counts),
+         *(cell(r[m], r[f"{m}_low"], r[f"{m}_high"]) for m in metrics)]
         for _, r in t.iterrows()
-    ]
-    return tabular(["estimator", *(METRIC_LABELS[m] for m in metrics)], rows, "l" + "r" * len(metrics))
+    ]  # fmt: skip
+    header = ["estimator", *("$n$" for _ in counts), *(METRIC_LABELS[m] for m in metrics)]
+    return tabular(header, rows, "l" + "r" * (len(counts) + len(metrics)))
 
 
 def temperature_table(decoding: Path, posthoc: Path) -> str:

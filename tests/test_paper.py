@@ -90,6 +90,7 @@ def test_metrics_table_carries_every_estimator_and_interval(tmp_path):
                      **{m: v[i] for i, m in enumerate(("auroc", "prr", "ece", "brier"))},
                      **{f"{m}_low": v[i] - 0.05 for i, m in enumerate(("auroc", "prr", "ece", "brier"))},
                      **{f"{m}_high": v[i] + 0.05 for i, m in enumerate(("auroc", "prr", "ece", "brier"))}})  # fmt: skip
+    rows[2]["n"] = 4  # an estimator that gave a confidence for 4 questions of 100
     rows.append({**rows[0], "group": "closed", "estimator": "closed_only"})
     table = pd.DataFrame(rows)
     table.to_csv(tmp_path / "run_x__metrics.csv", index=False)
@@ -103,6 +104,7 @@ def test_metrics_table_carries_every_estimator_and_interval(tmp_path):
     r = table.iloc[1]
     assert f"{r['ece']:.3f} {{\\scriptsize [{r['ece'] - 0.05:.3f}, {r['ece'] + 0.05:.3f}]}}" in tex
     assert "closed\\_only" not in tex
+    assert [line.split(" & ")[1] for line in body if line.startswith("p\\_true")] == ["4"]
 
 
 def test_no_results_still_builds_the_inputs(tmp_path):
