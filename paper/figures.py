@@ -235,13 +235,26 @@ def _kernel_env():
                 os.environ[k] = v
 
 
-def notebook_key(name: str, params: dict, out_dir: Path, formats: str, run_keys: list[str]) -> str:
-    """The notebook's cells, its parameters and the runs it may read: an executed copy with this key is current."""
+def _inputs(params: dict) -> list[str]:
+    """The run folders a notebook job reads (its parameters are run folders or lists of them)."""
+    return [str(p) for v in params.values() for p in (v if isinstance(v, list) else [v])]
+
+
+def _run_key(folder: Path) -> str:
+    """What identifies a finished run for the notebooks that read it: its paper_run.json key, or its tuning key."""
+    stamp = folder / "paper_run.json"
+    return json.loads(stamp.read_text())["key"] if stamp.is_file() else tuning_key(folder)
+
+
+def notebook_key(name: str, params: dict, out_dir: Path, formats: str) -> str:
+    """The notebook's cells, its parameters and the keys of the runs it reads: an executed copy with this key is
+    current, however the runs were made (one `make figures` or several `--only`)."""
     from calib.pipeline.store import content_hash
 
     source = (NOTEBOOK_DIR / f"{name}.ipynb").read_text()
+    runs = [_run_key(Path(p)) for p in _inputs(params)]
     return content_hash(
-        {"source": source, "params": params, "out": str(out_dir), "formats": formats, "runs": run_keys}
+        {"source": source, "params": params, "out": str(out_dir), "formats": formats, "runs": runs}
     )
 
 
@@ -250,7 +263,6 @@ def execute_notebooks(
     work: Path,
     generated: Path,
     formats: str,
-    run_keys: list[str],
     force: bool = False,
 ) -> list[dict]:
     """Execute each notebook with papermill (any cell error raises), unless its executed copy is current."""
@@ -263,7 +275,7 @@ def execute_notebooks(
             executed = work / "notebooks" / f"{name}__{sub}.ipynb"
             stamp = executed.with_suffix(".json")
             out_dir = generated / sub
-            key = notebook_key(name, params, out_dir, formats, run_keys)
+            key = notebook_key(name, params, out_dir, formats)
             current = stamp.is_file() and json.loads(stamp.read_text()).get("key") == key
             if not force and current and executed.is_file() and out_dir.is_dir() and any(out_dir.iterdir()):
                 done.append({"notebook": f"{name}__{sub}", "cached": True})
@@ -394,17 +406,6 @@ def say(record: dict) -> dict:
     return record
 
 
-def _inputs(params: dict) -> list[str]:
-    """The run folders a notebook job reads (its parameters are run folders or lists of them)."""
-    return [str(p) for v in params.values() for p in (v if isinstance(v, list) else [v])]
-
-
-def _run_key(folder: Path) -> str:
-    """What identifies a finished run for the notebooks that read it: its paper_run.json key, or its tuning key."""
-    stamp = folder / "paper_run.json"
-    return json.loads(stamp.read_text())["key"] if stamp.is_file() else tuning_key(folder)
-
-
 def make_only(
     chosen: list[Run],
     scale: str,
@@ -435,14 +436,12 @@ def make_only(
     earlier = [d for d in sorted((work / "runs").glob("*")) if str(d) not in made and finished(d)]
     ready = made | {str(d) for d in earlier}  # runs an earlier --only left in work count as inputs too
     tuning_all = [*tuning_dirs, *(d for d in earlier if d.name.startswith("tuning_"))]
-    jobs = [
-        job
-        for job in notebooks(scale, work, tuning_all)
-        if all(job[2].values()) and set(_inputs(job[2])) <= ready and set(_inputs(job[2])) & made
-    ]
-    run_keys = [s["key"] for s in stamps.values()] + [tuning_key(d) for d in tuning_dirs]
-    run_keys += [_run_key(d) for d in earlier]
-    for n in execute_notebooks(jobs, work, generated, formats, run_keys, force=rerun_notebooks):
+    jobs = []
+    for job in notebooks(scale, work, tuning_all):
+        inputs = set(_inputs(job[2]))
+        if all(job[2].values()) and inputs <= ready and inputs & made:
+            jobs.append(job)
+    for n in execute_notebooks(jobs, work, generated, formats, force=rerun_notebooks):
         print(f"notebook {n['notebook']}: " + ("current" if n["cached"] else "executed"))
 
 
@@ -466,9 +465,7 @@ def make_figures(
     stamps = {r.name: json.loads((work / "runs" / r.name / "paper_run.json").read_text()) for r in plan}
     tuning_dirs = tuning_runs or [work / "runs" / r.name for r in plan if r.name.startswith("tuning_")]
     jobs = notebooks(scale, work, tuning_dirs)
-    run_keys = [s["key"] for s in stamps.values()]
-    run_keys += [tuning_key(d) for d in tuning_runs or []]
-    executed = execute_notebooks(jobs, work, generated, formats, run_keys, force=rerun_notebooks)
+    executed = execute_notebooks(jobs, work, generated, formats, force=rerun_notebooks)
     main_runs = {r.name: work / "runs" / r.name for r in plan if not r.name.startswith("tuning_")}
     publish(
         results,

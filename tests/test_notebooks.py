@@ -215,11 +215,11 @@ def test_stored_notebooks_are_what_build_py_writes():
         )
 
 
-def test_only_publishes_its_run_and_keeps_the_other_runs_results(figures, tmp_path):
+def test_only_publishes_its_run_and_keeps_the_other_runs_results(figures, tmp_path, capsys):
     """--only RUN (a cached run here) replaces that run's CSVs, claims and provenance row in --results and leaves
     every other run's, so results made in separate sessions add up; claims.csv merges them all. The notebooks that
     read that run are executed where every other run they read is in work; one that needs a missing run is not, until
-    that run is there."""
+    that run is there. A notebook is keyed by the runs it reads, so one whose runs are unchanged is not executed again."""
     import shutil
 
     from paper.figures import main
@@ -256,8 +256,12 @@ def test_only_publishes_its_run_and_keeps_the_other_runs_results(figures, tmp_pa
     ]
     assert (tmp_path / "generated" / "temperature" / "temperature_tradeoff.png").is_file()
     shutil.copytree(figures["work"] / "runs" / "compare_smollm2", work / "runs" / "compare_smollm2")
+    capsys.readouterr()
     main(["--scale", "tiny", "--work", str(work), "--artifacts", str(figures["work"] / "artifacts"),
           "--results", str(results), "--generated", str(tmp_path / "generated"), "--only", "temperature"])  # fmt: skip
+    said = capsys.readouterr().out
+    assert "notebook 02_temperature_tradeoff__temperature: current" in said  # it reads temperature alone
+    assert "notebook 06_full_ece_vs_answer_ece__full_ece: executed" in said
     assert sorted(p.name for p in (work / "notebooks").glob("*.ipynb")) == [
         "02_temperature_tradeoff__temperature.ipynb",
         "06_full_ece_vs_answer_ece__full_ece.ipynb",
